@@ -1,0 +1,201 @@
+//! Which function a request is for: the [`ExtractFunction`] trait, the OpenFaaS path
+//! convention ([`OpenFaasPath`], the default) and closures ([`from_fn`]).
+//!
+//! An extractor only finds the name and namespace; the middleware validates them (400 for an
+//! invalid one) before anything else happens. A request an extractor maps to nothing passes
+//! to the inner service untouched.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::Request;
+
+use crate::FunctionRef;
+
+/// Maps a request to the function it calls, or to `None` for requests that call no function
+/// (health checks, UI, ...).
+pub trait ExtractFunction<B>: Send + Sync + 'static {
+    /// The function `request` is for. Borrowing from the request keeps the warm path free of
+    /// allocations.
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>>;
+}
+
+/// A function name and namespace as taken from a request, not yet validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target<'a> {
+    name: Cow<'a, str>,
+    namespace: Cow<'a, str>,
+}
+
+impl<'a> Target<'a> {
+    /// A target from borrowed or owned strings.
+    pub fn new(name: impl Into<Cow<'a, str>>, namespace: impl Into<Cow<'a, str>>) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+
+    /// A borrowed view, for validation and cache look-ups.
+    pub fn as_function_ref(&self) -> FunctionRef<'_> {
+        FunctionRef::new(&self.name, &self.namespace)
+    }
+}
+
+/// The OpenFaaS path convention: `{prefix}{name}`, `{prefix}{name}/` and
+/// `{prefix}{name}/{rest...}`, where `{name}` may be `name.namespace` (split at the last dot).
+/// An absent or empty namespace (`fn`, `fn.`) means the default namespace.
+///
+/// The raw path is read, never percent-decoded: an encoded name is invalid, not a different
+/// name. Paths outside the prefix are not function calls.
+///
+/// ```
+/// use http::Request;
+/// use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath, Target};
+///
+/// let extractor = OpenFaasPath::new().default_namespace("team-a");
+/// let req = Request::get("/function/echo.team-b/v1/run?x=1").body(()).unwrap();
+/// assert_eq!(extractor.extract(&req), Some(Target::new("echo", "team-b")));
+/// let req = Request::get("/function/echo").body(()).unwrap();
+/// assert_eq!(extractor.extract(&req), Some(Target::new("echo", "team-a")));
+/// let req = Request::get("/healthz").body(()).unwrap();
+/// assert_eq!(extractor.extract(&req), None);
+/// ```
+#[derive(Clone, Debug)]
+pub struct OpenFaasPath {
+    prefix: Cow<'static, str>,
+    default_namespace: Cow<'static, str>,
+}
+
+impl OpenFaasPath {
+    /// Prefix `/function/`, default namespace `openfaas-fn`.
+    pub const fn new() -> Self {
+        Self {
+            prefix: Cow::Borrowed("/function/"),
+            default_namespace: Cow::Borrowed("openfaas-fn"),
+        }
+    }
+
+    /// Sets the path prefix that precedes the name, e.g. `/` under axum's `nest("/function",
+    /// ..)`, which strips its own prefix. A missing trailing `/` is added.
+    pub fn prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.ends_with('/') {
+            prefix.to_mut().push('/');
+        }
+        self.prefix = prefix;
+        self
+    }
+
+    /// Sets the namespace used when a path names none.
+    pub fn default_namespace(mut self, namespace: impl Into<Cow<'static, str>>) -> Self {
+        self.default_namespace = namespace.into();
+        self
+    }
+}
+
+impl Default for OpenFaasPath {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<B> ExtractFunction<B> for OpenFaasPath {
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
+        let rest = request.uri().path().strip_prefix(&*self.prefix)?;
+        let segment = rest.split_once('/').map_or(rest, |(segment, _)| segment);
+        let (name, namespace) = match segment.rsplit_once('.') {
+            Some((name, namespace)) if !namespace.is_empty() => (name, namespace),
+            Some((name, _)) => (name, &*self.default_namespace),
+            None => (segment, &*self.default_namespace),
+        };
+        Some(Target::new(name, namespace))
+    }
+}
+
+/// An extractor from a closure: `from_fn(|req| ...)`. The closure may borrow from the request
+/// (`Target::new(&str, &str)`) or return owned strings.
+///
+/// ```
+/// use http::{header::HOST, Request};
+/// use tower_scale_from_zero::extract::{from_fn, ExtractFunction, Target};
+///
+/// // `echo.fn.example.com` → function `echo` in namespace `fn`.
+/// let by_host = from_fn(|req: &Request<()>| {
+///     let host = req.headers().get(HOST)?.to_str().ok()?;
+///     let mut labels = host.split('.');
+///     Some(Target::new(labels.next()?, labels.next()?))
+/// });
+/// let req = Request::get("/").header(HOST, "echo.fn.example.com").body(()).unwrap();
+/// assert_eq!(by_host.extract(&req), Some(Target::new("echo", "fn")));
+/// ```
+pub fn from_fn<F, B>(f: F) -> FromFn<F>
+where
+    F: for<'a> Fn(&'a Request<B>) -> Option<Target<'a>>,
+{
+    FromFn { f }
+}
+
+/// The extractor [`from_fn`] returns.
+#[derive(Clone, Copy)]
+pub struct FromFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for FromFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FromFn").finish_non_exhaustive()
+    }
+}
+
+impl<F, B> ExtractFunction<B> for FromFn<F>
+where
+    F: for<'a> Fn(&'a Request<B>) -> Option<Target<'a>> + Send + Sync + 'static,
+{
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
+        (self.f)(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract(extractor: &OpenFaasPath, path: &str) -> Option<(String, String)> {
+        let req = Request::get(path).body(()).unwrap();
+        extractor
+            .extract(&req)
+            .map(|t| (t.name.into_owned(), t.namespace.into_owned()))
+    }
+
+    fn pair(name: &str, ns: &str) -> Option<(String, String)> {
+        Some((name.into(), ns.into()))
+    }
+
+    #[test]
+    fn follows_the_openfaas_path_convention() {
+        let e = OpenFaasPath::new();
+        assert_eq!(extract(&e, "/function/echo"), pair("echo", "openfaas-fn"));
+        assert_eq!(extract(&e, "/function/echo/"), pair("echo", "openfaas-fn"));
+        assert_eq!(
+            extract(&e, "/function/echo/a/b?q=1"),
+            pair("echo", "openfaas-fn")
+        );
+        assert_eq!(extract(&e, "/function/echo.dev/a"), pair("echo", "dev"));
+        assert_eq!(extract(&e, "/function/a.b.c"), pair("a.b", "c"));
+        assert_eq!(extract(&e, "/function/echo."), pair("echo", "openfaas-fn"));
+        assert_eq!(extract(&e, "/function/"), pair("", "openfaas-fn"));
+        assert_eq!(extract(&e, "/functions/echo"), None);
+        assert_eq!(extract(&e, "/function"), None);
+        assert_eq!(extract(&e, "/"), None);
+    }
+
+    #[test]
+    fn prefix_is_configurable() {
+        let e = OpenFaasPath::new().prefix("/").default_namespace("x");
+        assert_eq!(extract(&e, "/echo/rest"), pair("echo", "x"));
+        let e = OpenFaasPath::new().prefix("/fn");
+        assert_eq!(extract(&e, "/fn/echo"), pair("echo", "openfaas-fn"));
+        assert_eq!(extract(&e, "/fnecho"), None);
+    }
+}

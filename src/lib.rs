@@ -1,0 +1,87 @@
+//! Scale-from-zero for any [tower] HTTP service.
+//!
+//! When a request arrives for a function (a backend service) that has no running replica,
+//! [`ScaleFromZero`] asks the platform to start one through a [`ServiceQuery`], holds the
+//! request until a replica is ready, then forwards it. Requests for warm functions pass
+//! straight through; requests for no function (health checks, UI) are not touched.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+//! use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! // A platform with one function, scaled to zero.
+//! let provider = Arc::new(InMemoryProvider::new());
+//! provider.add_function(&FunctionId::new("echo", "openfaas-fn").unwrap(), FakeFunction::new());
+//!
+//! let scaler = FunctionScaler::new(provider.clone(), ScalingConfig::default());
+//! let gateway = ServiceBuilder::new()
+//!     .layer(ScaleFromZeroLayer::new(scaler))
+//!     .service(service_fn(|_: Request<String>| async {
+//!         Ok::<_, Infallible>(Response::new(String::from("hello")))
+//!     }));
+//!
+//! let response = gateway.clone().oneshot(Request::get("/function/echo").body(String::new()).unwrap());
+//! assert_eq!(response.await.unwrap().status(), StatusCode::OK);
+//! assert_eq!(provider.successful_sets(), 1);
+//!
+//! let response = gateway.oneshot(Request::get("/function/nope").body(String::new()).unwrap());
+//! assert_eq!(response.await.unwrap().status(), StatusCode::NOT_FOUND);
+//! # }
+//! ```
+//!
+//! # Parts
+//!
+//! - [`middleware`]: [`ScaleFromZeroLayer`], [`ScaleFromZero`], [`ResponseFuture`].
+//! - [`scaler`]: [`FunctionScaler`], the algorithm without HTTP, and [`ReadinessNotifier`].
+//! - [`query`]: the platform interface [`ServiceQuery`] and [`ServiceQueryResponse`].
+//! - [`cache`]: [`FunctionCacher`] and its default [`TtlCache`].
+//! - [`single_flight`]: [`SingleFlight`], one computation per key, cancellation-safe.
+//! - [`extract`]: which function a request is for.
+//! - [`error`]: [`ScaleError`], statuses, and [`ErrorResponder`].
+//! - [`config`]: [`ScalingConfig`] and its defaults.
+//! - `testing` (feature `test-util`): an in-memory provider with failure injection.
+//!
+//! # Runtime
+//!
+//! Cold starts spawn Tokio tasks and use `tokio::time`: the service must run inside a Tokio
+//! runtime with the time driver enabled. Warm requests need neither.
+//!
+//! [tower]: https://docs.rs/tower
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod body;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod function;
+pub mod middleware;
+pub mod query;
+pub mod scaler;
+pub mod single_flight;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod testing;
+
+pub use body::ResponseBody;
+pub use cache::{FunctionCacher, TtlCache};
+pub use config::ScalingConfig;
+pub use error::{DefaultResponder, ErrorKind, ErrorResponder, ScaleError};
+pub use function::{FunctionId, FunctionRef, InvalidFunction};
+pub use middleware::{ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
+pub use query::{QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
+pub use scaler::{FunctionScaler, ReadinessNotifier};
+pub use single_flight::{FlightError, SingleFlight};

@@ -1,0 +1,113 @@
+//! The response future of [`ScaleFromZero`](crate::ScaleFromZero).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::ResponseBody;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+pin_project! {
+    /// Response future of [`ScaleFromZero`](crate::ScaleFromZero): the inner call directly
+    /// for warm functions; for cold ones a boxed wait for the scaler, then the inner call.
+    pub struct ResponseFuture<F>
+    where
+        F: Future,
+    {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F>
+    where
+        F: Future,
+    {
+        Call { #[pin] future: F },
+        Cold { future: BoxFuture<Cold<F>> },
+        Respond { response: Option<Response<Bytes>> },
+    }
+}
+
+/// How a cold wait ends.
+pub(super) enum Cold<F: Future> {
+    /// The function is ready and the inner service was called.
+    Call(F),
+    /// The middleware answers itself.
+    Respond(Response<Bytes>),
+    /// The inner service failed to become ready.
+    Fail(F::Output),
+}
+
+impl<F: Future> ResponseFuture<F> {
+    pub(super) fn call(future: F) -> Self {
+        Self {
+            state: State::Call { future },
+        }
+    }
+
+    pub(super) fn cold(future: BoxFuture<Cold<F>>) -> Self {
+        Self {
+            state: State::Cold { future },
+        }
+    }
+
+    pub(super) fn respond(response: Response<Bytes>) -> Self {
+        Self {
+            state: State::Respond {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut state = self.as_mut().project().state;
+            match state.as_mut().project() {
+                StateProj::Call { future } => {
+                    let out = ready!(future.poll(cx));
+                    return Poll::Ready(out.map(|r| r.map(ResponseBody::inner)));
+                }
+                StateProj::Cold { future } => match ready!(future.as_mut().poll(cx)) {
+                    Cold::Call(future) => state.set(State::Call { future }),
+                    Cold::Respond(response) => {
+                        return Poll::Ready(Ok(response.map(ResponseBody::full)))
+                    }
+                    Cold::Fail(out) => return Poll::Ready(out.map(|r| r.map(ResponseBody::inner))),
+                },
+                StateProj::Respond { response } => {
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
+                }
+            }
+        }
+    }
+}
+
+impl<F: Future> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Call { .. } => "call",
+            State::Cold { .. } => "cold",
+            State::Respond { .. } => "respond",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,88 @@
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::service::{ScaleFromZero, Shared};
+use crate::extract::OpenFaasPath;
+use crate::{DefaultResponder, FunctionScaler};
+
+/// Applies [`ScaleFromZero`] to a service.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use tower::{service_fn, ServiceBuilder};
+/// use tower_scale_from_zero::{FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+/// use tower_scale_from_zero::extract::OpenFaasPath;
+/// use tower_scale_from_zero::testing::InMemoryProvider;
+///
+/// let scaler = FunctionScaler::new(InMemoryProvider::new(), ScalingConfig::default());
+/// let service = ServiceBuilder::new()
+///     .layer(
+///         ScaleFromZeroLayer::new(scaler)
+///             .extractor(OpenFaasPath::new().default_namespace("fn")),
+///     )
+///     .service(service_fn(|_: Request<String>| async {
+///         Ok::<_, Infallible>(Response::new(String::from("hello")))
+///     }));
+/// # let _ = service;
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
+    scaler: FunctionScaler,
+    extractor: E,
+    responder: R,
+}
+
+impl ScaleFromZeroLayer {
+    /// A layer that scales through `scaler`, finds functions with [`OpenFaasPath`] and answers
+    /// failures with [`DefaultResponder`].
+    pub fn new(scaler: FunctionScaler) -> Self {
+        Self {
+            scaler,
+            extractor: OpenFaasPath::new(),
+            responder: DefaultResponder,
+        }
+    }
+}
+
+impl<E, R> ScaleFromZeroLayer<E, R> {
+    /// Finds the function a request is for with `extractor` (see [`crate::extract`]).
+    pub fn extractor<E2>(self, extractor: E2) -> ScaleFromZeroLayer<E2, R> {
+        ScaleFromZeroLayer {
+            scaler: self.scaler,
+            extractor,
+            responder: self.responder,
+        }
+    }
+
+    /// Builds error responses with `responder` (see [`crate::ErrorResponder`]).
+    pub fn responder<R2>(self, responder: R2) -> ScaleFromZeroLayer<E, R2> {
+        ScaleFromZeroLayer {
+            scaler: self.scaler,
+            extractor: self.extractor,
+            responder,
+        }
+    }
+
+    /// The scaler the services of this layer share.
+    pub fn scaler(&self) -> &FunctionScaler {
+        &self.scaler
+    }
+}
+
+impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
+    type Service = ScaleFromZero<S, E, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ScaleFromZero::from_shared(
+            inner,
+            Arc::new(Shared {
+                scaler: self.scaler.clone(),
+                extractor: self.extractor.clone(),
+                responder: self.responder.clone(),
+            }),
+        )
+    }
+}

@@ -1,0 +1,144 @@
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use super::future::{Cold, ResponseFuture};
+use crate::extract::{ExtractFunction, OpenFaasPath};
+use crate::{DefaultResponder, ErrorResponder, FunctionScaler, ResponseBody, ScaleError};
+
+/// Holds requests for cold functions until a replica is ready; see [the module
+/// docs](crate::middleware). Cloning clones the inner service and bumps one reference count.
+pub struct ScaleFromZero<S, E = OpenFaasPath, R = DefaultResponder> {
+    inner: S,
+    shared: Arc<Shared<E, R>>,
+}
+
+pub(super) struct Shared<E, R> {
+    pub(super) scaler: FunctionScaler,
+    pub(super) extractor: E,
+    pub(super) responder: R,
+}
+
+impl<S> ScaleFromZero<S> {
+    /// Wraps `inner`, scaling through `scaler`, with the default extractor and responder.
+    pub fn new(inner: S, scaler: FunctionScaler) -> Self {
+        Self::from_shared(
+            inner,
+            Arc::new(Shared {
+                scaler,
+                extractor: OpenFaasPath::new(),
+                responder: DefaultResponder,
+            }),
+        )
+    }
+}
+
+impl<S, E, R> ScaleFromZero<S, E, R> {
+    pub(super) fn from_shared(inner: S, shared: Arc<Shared<E, R>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The scaler this service uses.
+    pub fn scaler(&self) -> &FunctionScaler {
+        &self.shared.scaler
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, E, R> Clone for ScaleFromZero<S, E, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, E: fmt::Debug, R: fmt::Debug> fmt::Debug for ScaleFromZero<S, E, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScaleFromZero")
+            .field("inner", &self.inner)
+            .field("scaler", &self.shared.scaler)
+            .field("extractor", &self.shared.extractor)
+            .field("responder", &self.shared.responder)
+            .finish()
+    }
+}
+
+impl<S, E, R, ReqBody, ResBody> Service<Request<ReqBody>> for ScaleFromZero<S, E, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    E: ExtractFunction<ReqBody>,
+    R: ErrorResponder,
+    ReqBody: Send + 'static,
+    ResBody: Send,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &*self.shared;
+        let Some(target) = shared.extractor.extract(&req) else {
+            return ResponseFuture::call(self.inner.call(req));
+        };
+        let function = target.as_function_ref();
+        if let Err(invalid) = function.validate() {
+            tracing::debug!(error = %invalid, "refused request for an invalid function");
+            return ResponseFuture::respond(respond(&shared.responder, invalid.into()));
+        }
+        if shared.scaler.is_warm(function) {
+            return ResponseFuture::call(self.inner.call(req));
+        }
+        let function = function.to_function_id().expect("validated above");
+        drop(target);
+
+        // Give back the readiness this call was made with (a permit, a buffer slot): the
+        // request may wait for seconds. A clone is made ready again once the function is.
+        let fresh = self.inner.clone();
+        drop(mem::replace(&mut self.inner, fresh));
+        let mut inner = self.inner.clone();
+        let shared = Arc::clone(&self.shared);
+        ResponseFuture::cold(Box::pin(async move {
+            match shared.scaler.scale(&function).await {
+                Ok(_) => match inner.ready().await {
+                    Ok(inner) => Cold::Call(inner.call(req)),
+                    Err(err) => Cold::Fail(Err(err)),
+                },
+                Err(err) => Cold::Respond(respond(&shared.responder, err)),
+            }
+        }))
+    }
+}
+
+fn respond(responder: &impl ErrorResponder, error: ScaleError) -> Response<Bytes> {
+    let mut response = responder.respond(&error);
+    response.extensions_mut().insert(error);
+    response
+}

@@ -1,0 +1,287 @@
+//! The platform interface: [`ServiceQuery`], its answer [`ServiceQueryResponse`], and
+//! [`QueryError`].
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::FunctionId;
+
+/// Reads and sets a function's replica count on the platform (Kubernetes, faasd, a process
+/// supervisor, ...).
+///
+/// Implementations need not time out, retry or coalesce: the scaler bounds every call by
+/// [`ScalingConfig::call_timeout`](crate::ScalingConfig), retries failed calls, and makes at
+/// most one call at a time per function. The trait is object safe; the scaler holds it as
+/// `Arc<dyn ServiceQuery>`.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use tower_scale_from_zero::{FunctionId, QueryError, ServiceQuery, ServiceQueryResponse};
+///
+/// struct AlwaysWarm;
+///
+/// #[async_trait]
+/// impl ServiceQuery for AlwaysWarm {
+///     async fn get_replicas(&self, _: &FunctionId) -> Result<ServiceQueryResponse, QueryError> {
+///         Ok(ServiceQueryResponse::new(1, 1))
+///     }
+///     async fn set_replicas(&self, _: &FunctionId, _: u64) -> Result<(), QueryError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait ServiceQuery: Send + Sync + 'static {
+    /// The function's current replica state. A function the platform does not know must be
+    /// answered with [`QueryError::not_found`]: that, and only that, becomes a 404.
+    async fn get_replicas(&self, function: &FunctionId)
+        -> Result<ServiceQueryResponse, QueryError>;
+
+    /// Asks the platform to run `replicas` replicas of the function.
+    async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError>;
+}
+
+#[async_trait]
+impl<T: ServiceQuery + ?Sized> ServiceQuery for Arc<T> {
+    async fn get_replicas(
+        &self,
+        function: &FunctionId,
+    ) -> Result<ServiceQueryResponse, QueryError> {
+        (**self).get_replicas(function).await
+    }
+
+    async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
+        (**self).set_replicas(function, replicas).await
+    }
+}
+
+/// A function's replica state as the platform reports it.
+///
+/// ```
+/// use tower_scale_from_zero::ServiceQueryResponse;
+///
+/// let cold = ServiceQueryResponse::new(0, 0).min_replicas(2).max_replicas(5);
+/// assert!(!cold.is_ready());
+/// assert_eq!(cold.scale_target(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceQueryResponse {
+    /// Replicas the platform has been asked to run.
+    pub desired_replicas: u64,
+    /// Replicas running and ready to serve.
+    pub available_replicas: u64,
+    /// The function's minimum (e.g. the label `com.openfaas.scale.min`); default 1.
+    pub min_replicas: u64,
+    /// The function's maximum (e.g. the label `com.openfaas.scale.max`); default unbounded.
+    pub max_replicas: u64,
+}
+
+impl ServiceQueryResponse {
+    /// A state with the given desired and available replicas, min 1 and no max.
+    pub const fn new(desired_replicas: u64, available_replicas: u64) -> Self {
+        Self {
+            desired_replicas,
+            available_replicas,
+            min_replicas: 1,
+            max_replicas: u64::MAX,
+        }
+    }
+
+    /// Sets the minimum replica count.
+    #[must_use]
+    pub const fn min_replicas(mut self, min: u64) -> Self {
+        self.min_replicas = min;
+        self
+    }
+
+    /// Sets the maximum replica count.
+    #[must_use]
+    pub const fn max_replicas(mut self, max: u64) -> Self {
+        self.max_replicas = max;
+        self
+    }
+
+    /// Whether at least one replica can serve.
+    pub const fn is_ready(&self) -> bool {
+        self.available_replicas > 0
+    }
+
+    /// The replica count a cold start asks for: the minimum, at least 1, never above the
+    /// maximum (a maximum of 0 is read as 1: scaling to zero cannot serve the request).
+    pub fn scale_target(&self) -> u64 {
+        let max = self.max_replicas.max(1);
+        self.min_replicas.clamp(1, max)
+    }
+}
+
+/// A failed [`ServiceQuery`] call.
+///
+/// "The function does not exist" ([`QueryError::not_found`]) is told apart from every other
+/// failure: it is the only one that becomes a 404. Cloning is a reference-count bump.
+#[derive(Clone)]
+pub struct QueryError {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: QueryErrorKind,
+    message: String,
+    status: Option<http::StatusCode>,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+/// The broad class of a [`QueryError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueryErrorKind {
+    /// The platform does not know the function.
+    NotFound,
+    /// The call did not finish within its time limit.
+    Timeout,
+    /// Anything else: unreachable, refused, unauthorised, a server error.
+    Provider,
+}
+
+impl QueryError {
+    fn build(kind: QueryErrorKind, message: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                kind,
+                message,
+                status: None,
+                source: None,
+            }),
+        }
+    }
+
+    /// The function does not exist on the platform.
+    pub fn not_found() -> Self {
+        Self::build(QueryErrorKind::NotFound, "function not found".into())
+    }
+
+    /// A provider failure described by `message`.
+    pub fn provider(message: impl Into<String>) -> Self {
+        Self::build(QueryErrorKind::Provider, message.into())
+    }
+
+    /// A provider failure caused by `source` (a transport or decoding error).
+    pub fn from_source(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let source = source.into();
+        let mut err = Self::build(QueryErrorKind::Provider, source.to_string());
+        Arc::get_mut(&mut err.inner).expect("freshly built").source = Some(source);
+        err
+    }
+
+    /// A call that took longer than `limit`.
+    pub fn timeout(limit: Duration) -> Self {
+        Self::build(
+            QueryErrorKind::Timeout,
+            format!("no answer within {}", crate::error::Millis(limit)),
+        )
+    }
+
+    /// Attaches the HTTP status the provider answered with.
+    #[must_use]
+    pub fn with_status(mut self, status: http::StatusCode) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.status = Some(status),
+            None => {
+                let inner = &self.inner;
+                self = Self {
+                    inner: Arc::new(Inner {
+                        kind: inner.kind,
+                        message: inner.message.clone(),
+                        status: Some(status),
+                        source: None,
+                    }),
+                };
+            }
+        }
+        self
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> QueryErrorKind {
+        self.inner.kind
+    }
+
+    /// Whether the platform said the function does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.inner.kind == QueryErrorKind::NotFound
+    }
+
+    /// Whether the call timed out.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == QueryErrorKind::Timeout
+    }
+
+    /// The provider's HTTP status, where it answered with one.
+    pub fn status(&self) -> Option<http::StatusCode> {
+        self.inner.status
+    }
+}
+
+impl fmt::Debug for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueryError")
+            .field("kind", &self.inner.kind)
+            .field("message", &self.inner.message)
+            .field("status", &self.inner.status)
+            .finish()
+    }
+}
+
+impl fmt::Display for QueryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(status) = self.inner.status {
+            write!(f, "provider answered {status}: ")?;
+        }
+        f.write_str(&self.inner.message)
+    }
+}
+
+impl StdError for QueryError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_target_is_min_within_max() {
+        assert_eq!(ServiceQueryResponse::new(0, 0).scale_target(), 1);
+        assert_eq!(
+            ServiceQueryResponse::new(0, 0)
+                .min_replicas(0)
+                .scale_target(),
+            1
+        );
+        let r = ServiceQueryResponse::new(0, 0).min_replicas(3);
+        assert_eq!(r.scale_target(), 3);
+        assert_eq!(r.clone().max_replicas(2).scale_target(), 2);
+        assert_eq!(r.max_replicas(0).scale_target(), 1);
+    }
+
+    #[test]
+    fn status_is_shown_and_kept() {
+        let err =
+            QueryError::provider("bad credentials").with_status(http::StatusCode::UNAUTHORIZED);
+        assert_eq!(err.status(), Some(http::StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            err.to_string(),
+            "provider answered 401 Unauthorized: bad credentials"
+        );
+        assert!(!err.is_not_found());
+    }
+}

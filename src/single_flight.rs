@@ -1,0 +1,365 @@
+//! Single-flight: at most one computation in flight per key, its result shared by every caller
+//! that asked for the key meanwhile.
+//!
+//! The computation runs on its own Tokio task, so it is detached from the caller that started
+//! it: that caller may be dropped (a client disconnects) and the others still get the result.
+//! When the last caller of a flight is dropped, the flight is aborted and its entry removed.
+//! A panic in the computation reaches every caller as [`FlightError::Panicked`] and leaves
+//! nothing behind.
+//!
+//! # Runtime
+//!
+//! [`SingleFlight::join`] spawns onto the current Tokio runtime and panics outside one.
+//!
+//! ```
+//! use tower_scale_from_zero::SingleFlight;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let flights: SingleFlight<&'static str, u32> = SingleFlight::new();
+//! let a = flights.join("answer", || async { 42 });
+//! let b = flights.join("answer", || async { unreachable!("coalesced into the first flight") });
+//! assert_eq!((a.await.unwrap(), b.await.unwrap()), (42, 42));
+//! assert!(flights.is_empty());
+//! # }
+//! ```
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures::future::{FutureExt, Shared};
+use tokio::task::{AbortHandle, JoinHandle};
+
+/// One in-flight computation per key. Cloning shares the same flights.
+pub struct SingleFlight<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+struct Inner<K, V> {
+    flights: DashMap<K, Slot<V>>,
+    next_id: AtomicU64,
+}
+
+struct Slot<V> {
+    id: u64,
+    waiters: usize,
+    result: Shared<Joined<V>>,
+    abort: AbortHandle,
+}
+
+/// Why a flight ended without a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlightError {
+    /// The computation panicked.
+    #[error("the computation panicked")]
+    Panicked,
+    /// The computation's task was cancelled (its runtime is shutting down).
+    #[error("the computation was cancelled")]
+    Cancelled,
+}
+
+/// Returned by [`SingleFlight::try_join`] when the key's flight already has its maximum number
+/// of callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the flight already has its maximum number of callers")]
+pub struct Full(());
+
+impl<K: Hash + Eq, V> SingleFlight<K, V> {
+    /// No flights.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                flights: DashMap::new(),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl<K, V> SingleFlight<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Joins the flight for `key`, starting it with `work` if there is none.
+    ///
+    /// `work` is called at most once, and only when this call starts the flight.
+    pub fn join<F, Fut>(&self, key: K, work: F) -> Flight<K, V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        match self.try_join(key, usize::MAX, work) {
+            Ok(flight) => flight,
+            Err(Full(())) => unreachable!("usize::MAX callers"),
+        }
+    }
+
+    /// Like [`join`](Self::join), but refuses when the key's flight already has
+    /// `max_callers` callers (a `max_callers` of 0 refuses every call).
+    pub fn try_join<F, Fut>(
+        &self,
+        key: K,
+        max_callers: usize,
+        work: F,
+    ) -> Result<Flight<K, V>, Full>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let (id, result) = match self.inner.flights.entry(key.clone()) {
+            Entry::Occupied(mut slot) => {
+                let slot = slot.get_mut();
+                if slot.waiters >= max_callers {
+                    return Err(Full(()));
+                }
+                slot.waiters += 1;
+                (slot.id, slot.result.clone())
+            }
+            Entry::Vacant(vacant) => {
+                if max_callers == 0 {
+                    return Err(Full(()));
+                }
+                let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                let inner = Arc::clone(&self.inner);
+                let task_key = key.clone();
+                // The task may finish before this shard lock is released; its removal then
+                // waits for the lock and still finds the slot it must remove.
+                let handle = tokio::spawn(async move {
+                    let out = AssertUnwindSafe(async move { work().await })
+                        .catch_unwind()
+                        .await
+                        .map_err(|_| FlightError::Panicked);
+                    // Gone from the map before any caller sees the result.
+                    inner.flights.remove_if(&task_key, |_, slot| slot.id == id);
+                    out
+                });
+                let abort = handle.abort_handle();
+                let result = Joined(handle).shared();
+                vacant.insert(Slot {
+                    id,
+                    waiters: 1,
+                    result: result.clone(),
+                    abort,
+                });
+                (id, result)
+            }
+        };
+        Ok(Flight {
+            result,
+            guard: Caller {
+                inner: Arc::clone(&self.inner),
+                key,
+                id,
+            },
+        })
+    }
+
+    /// The number of callers waiting on `key`'s flight (0 when there is none).
+    pub fn callers<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner.flights.get(key).map_or(0, |slot| slot.waiters)
+    }
+
+    /// The number of flights under way.
+    pub fn len(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// Whether no flight is under way.
+    pub fn is_empty(&self) -> bool {
+        self.inner.flights.is_empty()
+    }
+}
+
+impl<K: Hash + Eq, V> Default for SingleFlight<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, V> Clone for SingleFlight<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> fmt::Debug for SingleFlight<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleFlight")
+            .field("flights", &self.inner.flights.len())
+            .finish()
+    }
+}
+
+/// A caller's share of a flight: resolves to the flight's value. Dropping it leaves the flight;
+/// dropping the last one aborts it.
+#[must_use = "futures do nothing unless polled"]
+pub struct Flight<K: Hash + Eq, V> {
+    result: Shared<Joined<V>>,
+    guard: Caller<K, V>,
+}
+
+// Nothing in a `Flight` is pinned: `Shared` is `Unpin` and the key is only read on drop.
+impl<K: Hash + Eq, V> Unpin for Flight<K, V> {}
+
+impl<K: Hash + Eq, V: Clone> Future for Flight<K, V> {
+    type Output = Result<V, FlightError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.result.poll_unpin(cx)
+    }
+}
+
+impl<K: Hash + Eq, V> fmt::Debug for Flight<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flight")
+            .field("id", &self.guard.id)
+            .finish()
+    }
+}
+
+struct Caller<K: Hash + Eq, V> {
+    inner: Arc<Inner<K, V>>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V> Drop for Caller<K, V> {
+    fn drop(&mut self) {
+        // A finished flight has removed its slot already (or a newer flight holds the key).
+        self.inner.flights.remove_if_mut(&self.key, |_, slot| {
+            if slot.id != self.id {
+                return false;
+            }
+            slot.waiters -= 1;
+            if slot.waiters == 0 {
+                slot.abort.abort();
+                return true;
+            }
+            false
+        });
+    }
+}
+
+/// The flight's task, its output made `Clone` for `Shared`.
+struct Joined<V>(JoinHandle<Result<V, FlightError>>);
+
+impl<V> Future for Joined<V> {
+    type Output = Result<V, FlightError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_unpin(cx).map(|joined| match joined {
+            Ok(out) => out,
+            Err(err) if err.is_panic() => Err(FlightError::Panicked),
+            Err(_) => Err(FlightError::Cancelled),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_share_one_computation() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                let runs = Arc::clone(&runs);
+                flights.join(1, move || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    7
+                })
+            })
+            .collect();
+        assert_eq!(flights.callers(&1), 100);
+        for out in futures::future::join_all(callers).await {
+            assert_eq!(out, Ok(7));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(flights.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_starter_does_not_cancel_the_others() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let starter = flights.join(1, || async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            7
+        });
+        let other = flights.join(1, || async { unreachable!() });
+        drop(starter);
+        assert_eq!(flights.callers(&1), 1);
+        assert_eq!(other.await, Ok(7));
+        assert!(flights.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_every_caller_aborts_and_removes() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = Arc::clone(&finished);
+        let a = flights.join(1, move || async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            f.fetch_add(1, Ordering::SeqCst);
+            7
+        });
+        let b = flights.join(1, || async { unreachable!() });
+        drop((a, b));
+        assert!(flights.is_empty());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            0,
+            "aborted work must not finish"
+        );
+        // A new caller starts a fresh flight.
+        assert_eq!(flights.join(1, || async { 8 }).await, Ok(8));
+    }
+
+    #[tokio::test]
+    async fn a_panic_reaches_every_caller_and_leaves_nothing() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let a = flights.join(1, || async { panic!("boom") });
+        let b = flights.join(1, || async { 0 });
+        assert_eq!(a.await, Err(FlightError::Panicked));
+        assert_eq!(b.await, Err(FlightError::Panicked));
+        assert!(flights.is_empty());
+        assert_eq!(flights.join(1, || async { 9 }).await, Ok(9));
+    }
+
+    #[tokio::test]
+    async fn try_join_refuses_past_the_limit_and_frees_on_drop() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let a = flights
+            .try_join(1, 2, || std::future::pending::<u32>())
+            .unwrap();
+        let b = flights.try_join(1, 2, || async { 0 }).unwrap();
+        assert!(flights.try_join(1, 2, || async { 0 }).is_err());
+        drop(b);
+        let c = flights.try_join(1, 2, || async { 0 }).unwrap();
+        assert!(flights.try_join(1, 0, || async { 0 }).is_err());
+        drop((a, c));
+        assert!(flights.is_empty());
+    }
+}

@@ -1,0 +1,297 @@
+//! An in-memory [`ServiceQuery`] for tests, ours and yours: functions with a start-up delay,
+//! min/max replicas and read-after-write lag; injected faults (errors, hangs, panics); call
+//! counters; and readiness pushed through a [`ReadinessNotifier`]. Enabled by the `test-util`
+//! feature. Time is `tokio::time`, so paused test time applies.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_scale_from_zero::testing::{Fault, FakeFunction, InMemoryProvider};
+//! use tower_scale_from_zero::{FunctionId, QueryError};
+//!
+//! let provider = InMemoryProvider::new();
+//! let id = FunctionId::new("echo", "fn").unwrap();
+//! provider.add_function(&id, FakeFunction::new().startup_delay(Duration::from_millis(500)));
+//! // The next two scale calls fail.
+//! provider.fail_set(Fault::Error(QueryError::provider("quota exceeded")), 2);
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::{FunctionId, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse};
+
+/// How a fake function behaves.
+#[derive(Clone, Debug)]
+pub struct FakeFunction {
+    startup_delay: Duration,
+    min_replicas: u64,
+    max_replicas: u64,
+    running: u64,
+    never_ready: bool,
+    lag: Duration,
+}
+
+impl FakeFunction {
+    /// Scaled to zero, starts instantly, min 1, no max.
+    pub fn new() -> Self {
+        Self {
+            startup_delay: Duration::ZERO,
+            min_replicas: 1,
+            max_replicas: u64::MAX,
+            running: 0,
+            never_ready: false,
+            lag: Duration::ZERO,
+        }
+    }
+
+    /// Time from a scale-up until replicas are available.
+    pub fn startup_delay(mut self, delay: Duration) -> Self {
+        self.startup_delay = delay;
+        self
+    }
+
+    /// The minimum replica count the provider reports.
+    pub fn min_replicas(mut self, min: u64) -> Self {
+        self.min_replicas = min;
+        self
+    }
+
+    /// The maximum replica count the provider reports.
+    pub fn max_replicas(mut self, max: u64) -> Self {
+        self.max_replicas = max;
+        self
+    }
+
+    /// Starts warm, with `replicas` ready replicas.
+    pub fn running(mut self, replicas: u64) -> Self {
+        self.running = replicas;
+        self
+    }
+
+    /// Accepts scale-ups but never gets a replica ready.
+    pub fn never_ready(mut self) -> Self {
+        self.never_ready = true;
+        self
+    }
+
+    /// For `lag` after a scale call, reads still report the old desired count.
+    pub fn read_after_write_lag(mut self, lag: Duration) -> Self {
+        self.lag = lag;
+        self
+    }
+}
+
+impl Default for FakeFunction {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A fault injected into provider calls.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The call fails with this error.
+    Error(QueryError),
+    /// The call never returns.
+    Hang,
+    /// The call panics.
+    Panic,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    spec: FakeFunction,
+    desired: u64,
+    previous_desired: u64,
+    set_at: Option<Instant>,
+    ready_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    fault: Option<Fault>,
+    remaining: usize,
+}
+
+impl Plan {
+    fn next(&mut self) -> Option<Fault> {
+        if self.remaining == 0 {
+            return None;
+        }
+        if self.remaining != usize::MAX {
+            self.remaining -= 1;
+        }
+        self.fault.clone()
+    }
+}
+
+/// The in-memory provider. Functions not added are unknown: their calls answer
+/// [`QueryError::not_found`].
+#[derive(Default)]
+pub struct InMemoryProvider {
+    functions: Mutex<HashMap<FunctionId, FakeState>>,
+    get_faults: Mutex<Plan>,
+    set_faults: Mutex<Plan>,
+    notifier: Mutex<Option<ReadinessNotifier>>,
+    get_calls: AtomicUsize,
+    set_calls: AtomicUsize,
+    successful_sets: AtomicUsize,
+}
+
+impl InMemoryProvider {
+    /// A provider that knows no function.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) a function.
+    pub fn add_function(&self, id: &FunctionId, spec: FakeFunction) {
+        let running = spec.running;
+        let state = FakeState {
+            spec,
+            desired: running,
+            previous_desired: running,
+            set_at: None,
+            ready_at: (running > 0).then(Instant::now),
+        };
+        self.functions.lock().unwrap().insert(id.clone(), state);
+    }
+
+    /// Makes the next `times` `get_replicas` calls fail with `fault` (`usize::MAX`: all).
+    pub fn fail_get(&self, fault: Fault, times: usize) {
+        *self.get_faults.lock().unwrap() = Plan {
+            fault: Some(fault),
+            remaining: times,
+        };
+    }
+
+    /// Makes the next `times` `set_replicas` calls fail with `fault` (`usize::MAX`: all).
+    pub fn fail_set(&self, fault: Fault, times: usize) {
+        *self.set_faults.lock().unwrap() = Plan {
+            fault: Some(fault),
+            remaining: times,
+        };
+    }
+
+    /// Pushes readiness to `notifier` the moment a scaled-up function becomes ready.
+    pub fn push_readiness_to(&self, notifier: ReadinessNotifier) {
+        *self.notifier.lock().unwrap() = Some(notifier);
+    }
+
+    /// `get_replicas` calls so far, failed ones included.
+    pub fn get_calls(&self) -> usize {
+        self.get_calls.load(Ordering::SeqCst)
+    }
+
+    /// `set_replicas` calls so far, failed ones included.
+    pub fn set_calls(&self) -> usize {
+        self.set_calls.load(Ordering::SeqCst)
+    }
+
+    /// `set_replicas` calls that succeeded.
+    pub fn successful_sets(&self) -> usize {
+        self.successful_sets.load(Ordering::SeqCst)
+    }
+
+    /// The desired replica count of `id`, if it exists.
+    pub fn desired_replicas(&self, id: &FunctionId) -> Option<u64> {
+        self.functions.lock().unwrap().get(id).map(|s| s.desired)
+    }
+
+    fn state(&self, id: &FunctionId) -> Result<ServiceQueryResponse, QueryError> {
+        let functions = self.functions.lock().unwrap();
+        let state = functions.get(id).ok_or_else(QueryError::not_found)?;
+        Ok(snapshot(state, Instant::now()))
+    }
+}
+
+fn snapshot(state: &FakeState, now: Instant) -> ServiceQueryResponse {
+    let lagging = state.set_at.is_some_and(|at| now < at + state.spec.lag);
+    let desired = if lagging {
+        state.previous_desired
+    } else {
+        state.desired
+    };
+    let ready = !state.spec.never_ready && state.ready_at.is_some_and(|at| now >= at);
+    let available = if ready { state.desired } else { 0 };
+    ServiceQueryResponse::new(desired, available)
+        .min_replicas(state.spec.min_replicas)
+        .max_replicas(state.spec.max_replicas)
+}
+
+async fn inject(fault: Option<Fault>, call: &str) -> Result<(), QueryError> {
+    match fault {
+        None => Ok(()),
+        Some(Fault::Error(err)) => Err(err),
+        Some(Fault::Hang) => std::future::pending().await,
+        Some(Fault::Panic) => panic!("injected panic in {call}"),
+    }
+}
+
+#[async_trait]
+impl ServiceQuery for InMemoryProvider {
+    async fn get_replicas(
+        &self,
+        function: &FunctionId,
+    ) -> Result<ServiceQueryResponse, QueryError> {
+        self.get_calls.fetch_add(1, Ordering::SeqCst);
+        let fault = self.get_faults.lock().unwrap().next();
+        inject(fault, "get_replicas").await?;
+        self.state(function)
+    }
+
+    async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
+        self.set_calls.fetch_add(1, Ordering::SeqCst);
+        let fault = self.set_faults.lock().unwrap().next();
+        inject(fault, "set_replicas").await?;
+        let now = Instant::now();
+        let pushed = {
+            let mut functions = self.functions.lock().unwrap();
+            let state = functions
+                .get_mut(function)
+                .ok_or_else(QueryError::not_found)?;
+            self.successful_sets.fetch_add(1, Ordering::SeqCst);
+            state.previous_desired = state.desired;
+            state.set_at = Some(now);
+            if replicas == 0 {
+                state.ready_at = None;
+            } else if state.desired == 0 || state.ready_at.is_none() {
+                state.ready_at = Some(now + state.spec.startup_delay);
+            }
+            state.desired = replicas;
+            let ready_at = state.ready_at.filter(|_| !state.spec.never_ready);
+            ready_at.map(|at| {
+                let ready = ServiceQueryResponse::new(replicas, replicas)
+                    .min_replicas(state.spec.min_replicas)
+                    .max_replicas(state.spec.max_replicas);
+                (at, ready)
+            })
+        };
+        let notifier = self.notifier.lock().unwrap().clone();
+        if let (Some((at, ready)), Some(notifier)) = (pushed, notifier) {
+            let id = function.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                notifier.notify(&id, ready);
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for InMemoryProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryProvider")
+            .field("functions", &self.functions.lock().unwrap().len())
+            .field("get_calls", &self.get_calls())
+            .field("set_calls", &self.set_calls())
+            .finish()
+    }
+}
