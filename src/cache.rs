@@ -24,6 +24,20 @@ pub trait FunctionCacher: Send + Sync + 'static {
     fn invalidate(&self, function: FunctionRef<'_>);
 }
 
+impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
+    fn get(&self, function: FunctionRef<'_>) -> Option<ServiceQueryResponse> {
+        (**self).get(function)
+    }
+
+    fn set(&self, function: &FunctionId, state: ServiceQueryResponse) {
+        (**self).set(function, state);
+    }
+
+    fn invalidate(&self, function: FunctionRef<'_>) {
+        (**self).invalidate(function);
+    }
+}
+
 /// The default [`FunctionCacher`]: entries expire `ttl` after they were written, and the cache
 /// holds about `capacity` entries at most (a few more under concurrent writes).
 ///
