@@ -12,20 +12,30 @@ async fn the_request_that_started_the_flight_leaves_and_the_others_still_succeed
         .with_function("echo", FakeFunction::new().startup_delay(ms(1_000)));
     let starter = tokio::spawn(h.get("/function/echo"));
     tokio::time::sleep(ms(10)).await;
-    let others: Vec<_> = (0..10).map(|_| tokio::spawn(h.get("/function/echo"))).collect();
+    let others: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(h.get("/function/echo")))
+        .collect();
     tokio::time::sleep(ms(100)).await;
     assert_eq!(h.scaler.held_for(&id("echo")), 11);
 
     starter.abort(); // hyper drops the response future when the client disconnects
     assert!(starter.await.unwrap_err().is_cancelled());
-    assert_eq!(h.scaler.held_for(&id("echo")), 10, "its place is freed at once");
+    assert_eq!(
+        h.scaler.held_for(&id("echo")),
+        10,
+        "its place is freed at once"
+    );
 
     for other in others {
         assert_eq!(other.await.unwrap().status, 200);
     }
     assert_eq!(h.provider.successful_sets(), 1, "the scale-up completed");
     assert_eq!(h.provider.desired_replicas(&id("echo")), Some(1));
-    assert_eq!(h.inner_calls(), 10, "the departed request was never forwarded");
+    assert_eq!(
+        h.inner_calls(),
+        10,
+        "the departed request was never forwarded"
+    );
     assert_eq!(h.scaler.flights(), 0);
 }
 
@@ -33,7 +43,9 @@ async fn the_request_that_started_the_flight_leaves_and_the_others_still_succeed
 async fn when_every_waiter_leaves_nothing_is_left_behind() {
     let h = Harness::new(ScalingConfig::default())
         .with_function("echo", FakeFunction::new().startup_delay(ms(1_000)));
-    let waiters: Vec<_> = (0..50).map(|_| tokio::spawn(h.get("/function/echo"))).collect();
+    let waiters: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(h.get("/function/echo")))
+        .collect();
     tokio::time::sleep(ms(200)).await;
     assert_eq!(h.scaler.held(), 50);
     assert_eq!(h.scaler.flights(), 1);

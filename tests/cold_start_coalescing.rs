@@ -15,7 +15,9 @@ async fn ten_thousand_concurrent_requests_share_one_cold_start() {
     let h = Harness::new(config).with_function("echo", FakeFunction::new().startup_delay(startup));
 
     let started = tokio::time::Instant::now();
-    let requests: Vec<_> = (0..N).map(|_| tokio::spawn(h.get("/function/echo"))).collect();
+    let requests: Vec<_> = (0..N)
+        .map(|_| tokio::spawn(h.get("/function/echo")))
+        .collect();
     for request in requests {
         let reply = request.await.unwrap();
         assert_eq!(reply.status, 200);
@@ -30,7 +32,11 @@ async fn ten_thousand_concurrent_requests_share_one_cold_start() {
         h.provider.set_calls()
     );
     assert_eq!(h.provider.set_calls(), 1, "exactly one set_replicas");
-    assert!(h.provider.get_calls() <= max_gets, "{} > {max_gets}", h.provider.get_calls());
+    assert!(
+        h.provider.get_calls() <= max_gets,
+        "{} > {max_gets}",
+        h.provider.get_calls()
+    );
     assert_eq!(h.inner_calls(), N);
     assert!(waited >= startup && waited <= startup + poll, "{waited:?}");
     assert_eq!(h.scaler.flights(), 0, "no flight entry is left");

@@ -10,14 +10,21 @@ use tower_scale_from_zero::ScalingConfig;
 #[tokio::test(start_paused = true)]
 async fn a_full_per_function_queue_answers_503_with_retry_after_and_slots_are_reused() {
     let config = ScalingConfig::default().max_held_per_function(3);
-    let h = Harness::new(config).with_function("echo", FakeFunction::new().startup_delay(ms(1_000)));
-    let held: Vec<_> = (0..3).map(|_| tokio::spawn(h.get("/function/echo"))).collect();
+    let h =
+        Harness::new(config).with_function("echo", FakeFunction::new().startup_delay(ms(1_000)));
+    let held: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(h.get("/function/echo")))
+        .collect();
     tokio::time::sleep(ms(10)).await;
 
     let refused = h.get("/function/echo").await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(refused.headers[RETRY_AFTER], "1");
-    assert!(refused.body.contains("echo.openfaas-fn"), "{}", refused.body);
+    assert!(
+        refused.body.contains("echo.openfaas-fn"),
+        "{}",
+        refused.body
+    );
 
     held[0].abort();
     tokio::time::sleep(ms(10)).await;
@@ -26,7 +33,11 @@ async fn a_full_per_function_queue_answers_503_with_retry_after_and_slots_are_re
     for waiter in held.into_iter().skip(1) {
         assert_eq!(waiter.await.unwrap().status, 200);
     }
-    assert_eq!(reused.await.unwrap().status, 200, "a freed slot is reusable");
+    assert_eq!(
+        reused.await.unwrap().status,
+        200,
+        "a freed slot is reusable"
+    );
     assert_eq!(h.scaler.held(), 0);
 }
 
@@ -43,7 +54,11 @@ async fn the_total_limit_bounds_all_functions_together() {
     let c = h.get("/function/c").await;
     assert_eq!(c.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(c.headers.contains_key(RETRY_AFTER));
-    assert_eq!(h.provider.get_calls(), 2, "the refused request made no provider call");
+    assert_eq!(
+        h.provider.get_calls(),
+        2,
+        "the refused request made no provider call"
+    );
     assert_eq!(a.await.unwrap().status, 200);
     assert_eq!(b.await.unwrap().status, 200);
     assert_eq!(h.get("/function/c").await.status, 200);

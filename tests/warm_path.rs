@@ -8,25 +8,35 @@ use tower_scale_from_zero::ScalingConfig;
 
 #[tokio::test(start_paused = true)]
 async fn a_live_warm_answer_is_cached_and_the_next_request_makes_no_provider_call() {
-    let h = Harness::new(ScalingConfig::default()).with_function("echo", FakeFunction::new().running(1));
+    let h = Harness::new(ScalingConfig::default())
+        .with_function("echo", FakeFunction::new().running(1));
 
     let first = h.get("/function/echo/path").await;
     assert_eq!(first.status, 200);
     assert_eq!(first.body, "hello from /function/echo/path");
-    assert_eq!(h.provider.get_calls(), 1, "the first request asks the provider");
+    assert_eq!(
+        h.provider.get_calls(),
+        1,
+        "the first request asks the provider"
+    );
     assert_eq!(h.cache.len(), 1, "the live warm answer is cached");
 
     for _ in 0..100 {
         assert_eq!(h.get("/function/echo").await.status, 200);
     }
-    assert_eq!(h.provider.get_calls(), 1, "cache hits make no provider call");
+    assert_eq!(
+        h.provider.get_calls(),
+        1,
+        "cache hits make no provider call"
+    );
     assert_eq!(h.provider.set_calls(), 0);
     assert_eq!(h.inner_calls(), 101);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_entry_is_a_miss_and_is_refreshed() {
-    let h = Harness::new(ScalingConfig::default()).with_function("echo", FakeFunction::new().running(1));
+    let h = Harness::new(ScalingConfig::default())
+        .with_function("echo", FakeFunction::new().running(1));
     h.get("/function/echo").await;
     tokio::time::advance(ms(249)).await;
     h.get("/function/echo").await;
@@ -35,7 +45,11 @@ async fn an_expired_entry_is_a_miss_and_is_refreshed() {
     h.get("/function/echo").await;
     assert_eq!(h.provider.get_calls(), 2, "TTL 250 ms: the entry expired");
     h.get("/function/echo").await;
-    assert_eq!(h.provider.get_calls(), 2, "and was refreshed by the live answer");
+    assert_eq!(
+        h.provider.get_calls(),
+        2,
+        "and was refreshed by the live answer"
+    );
 }
 
 #[tokio::test(start_paused = true)]

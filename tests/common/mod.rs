@@ -23,7 +23,7 @@ pub fn id(name: &str) -> FunctionId {
 }
 
 /// The inner service: answers "hello from {path}" and counts its calls.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Echo {
     calls: Arc<AtomicUsize>,
 }
@@ -39,7 +39,10 @@ impl Service<Request<String>> for Echo {
 
     fn call(&mut self, req: Request<String>) -> Self::Future {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        std::future::ready(Ok(Response::new(format!("hello from {}", req.uri().path()))))
+        std::future::ready(Ok(Response::new(format!(
+            "hello from {}",
+            req.uri().path()
+        ))))
     }
 }
 
