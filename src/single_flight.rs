@@ -351,9 +351,7 @@ mod tests {
     #[tokio::test]
     async fn try_join_refuses_past_the_limit_and_frees_on_drop() {
         let flights = SingleFlight::<u32, u32>::new();
-        let a = flights
-            .try_join(1, 2, || std::future::pending::<u32>())
-            .unwrap();
+        let a = flights.try_join(1, 2, std::future::pending::<u32>).unwrap();
         let b = flights.try_join(1, 2, || async { 0 }).unwrap();
         assert!(flights.try_join(1, 2, || async { 0 }).is_err());
         drop(b);
