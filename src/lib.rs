@@ -85,3 +85,7 @@ pub use middleware::{ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
 pub use query::{QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
 pub use scaler::{FunctionScaler, ReadinessNotifier};
 pub use single_flight::{FlightError, SingleFlight};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
