@@ -132,6 +132,7 @@ struct Inner {
     kind: QueryErrorKind,
     message: String,
     status: Option<http::StatusCode>,
+    permanent: bool,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -154,6 +155,7 @@ impl QueryError {
                 kind,
                 message,
                 status: None,
+                permanent: false,
                 source: None,
             }),
         }
@@ -187,22 +189,35 @@ impl QueryError {
 
     /// Attaches the HTTP status the provider answered with.
     #[must_use]
-    pub fn with_status(mut self, status: http::StatusCode) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.status = Some(status),
-            None => {
-                let inner = &self.inner;
-                self = Self {
-                    inner: Arc::new(Inner {
-                        kind: inner.kind,
-                        message: inner.message.clone(),
-                        status: Some(status),
-                        source: None,
-                    }),
-                };
-            }
+    pub fn with_status(self, status: http::StatusCode) -> Self {
+        self.modify(|inner| inner.status = Some(status))
+    }
+
+    /// Marks the failure as one that retrying cannot fix (bad credentials, a process that
+    /// exited at start-up): the cold start ends at once with 502 instead of retrying.
+    #[must_use]
+    pub fn permanent(self) -> Self {
+        self.modify(|inner| inner.permanent = true)
+    }
+
+    fn modify(mut self, change: impl FnOnce(&mut Inner)) -> Self {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let inner = &self.inner;
+            self.inner = Arc::new(Inner {
+                kind: inner.kind,
+                message: inner.message.clone(),
+                status: inner.status,
+                permanent: inner.permanent,
+                source: None,
+            });
         }
+        change(Arc::get_mut(&mut self.inner).expect("unique"));
         self
+    }
+
+    /// Whether retrying the call may help: false for "not found" and permanent failures.
+    pub fn is_retryable(&self) -> bool {
+        !self.inner.permanent && self.inner.kind != QueryErrorKind::NotFound
     }
 
     /// The class of failure.
@@ -232,6 +247,7 @@ impl fmt::Debug for QueryError {
             .field("kind", &self.inner.kind)
             .field("message", &self.inner.message)
             .field("status", &self.inner.status)
+            .field("permanent", &self.inner.permanent)
             .finish()
     }
 }

@@ -220,7 +220,7 @@ impl FunctionScaler {
         let state = self
             .retry(function, last_error, || query.get_replicas(function))
             .await
-            .map_err(|e| self.failed(function, e, None))?;
+            .map_err(|(e, _)| self.failed(function, e, None))?;
         if state.is_ready() {
             inner.ready.cache.set(function, state.clone());
             return Ok(state);
@@ -232,7 +232,7 @@ impl FunctionScaler {
                 query.set_replicas(function, target)
             })
             .await
-            .map_err(|e| self.failed(function, e, Some(config.max_scale_attempts)))?;
+            .map_err(|(e, attempts)| self.failed(function, e, Some(attempts)))?;
             tracing::info!(function = %function, from = 0, to = target, "function scaled");
         }
 
@@ -258,7 +258,7 @@ impl FunctionScaler {
                     return Ok(state);
                 }
                 Ok(_) => failures = 0,
-                Err(err) if err.is_not_found() => return Err(self.failed(function, err, None)),
+                Err(err) if !err.is_retryable() => return Err(self.failed(function, err, None)),
                 Err(err) => {
                     failures += 1;
                     tracing::debug!(function = %function, error = %err, "readiness poll failed");
@@ -271,14 +271,14 @@ impl FunctionScaler {
         }
     }
 
-    /// Calls `op` until it succeeds, the provider says "not found", or `max_scale_attempts`
-    /// consecutive calls failed; one poll interval apart.
+    /// Calls `op` until it succeeds, fails for good (not found, permanent), or
+    /// `max_scale_attempts` consecutive calls failed; one poll interval apart.
     async fn retry<T, F, Fut>(
         &self,
         function: &FunctionId,
         last_error: &mut Option<QueryError>,
         mut op: F,
-    ) -> Result<T, QueryError>
+    ) -> Result<T, (QueryError, u32)>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, QueryError>>,
@@ -288,8 +288,8 @@ impl FunctionScaler {
         loop {
             match self.call(op()).await {
                 Ok(value) => return Ok(value),
-                Err(err) if err.is_not_found() || attempt >= config.max_scale_attempts => {
-                    return Err(err)
+                Err(err) if !err.is_retryable() || attempt >= config.max_scale_attempts => {
+                    return Err((err, attempt))
                 }
                 Err(err) => {
                     tracing::debug!(function = %function, attempt, error = %err, "provider call failed");

@@ -233,3 +233,22 @@ async fn the_scale_target_is_the_minimum_within_the_maximum() {
     assert_eq!(h.provider.desired_replicas(&id("capped")), Some(2));
     assert_eq!(h.provider.desired_replicas(&id("zero-min")), Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_provider_error_fails_at_once_without_retries() {
+    let h = harness();
+    let denied = QueryError::provider("bad credentials")
+        .with_status(StatusCode::UNAUTHORIZED)
+        .permanent();
+    h.provider.fail_set(Fault::Error(denied), usize::MAX);
+    let started = Instant::now();
+    let reply = h.get("/function/echo").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(started.elapsed(), Duration::ZERO, "no retry, no wait");
+    assert_eq!(h.provider.set_calls(), 1);
+    assert!(
+        reply.body.contains("after 1 attempts") && reply.body.contains("401"),
+        "{}",
+        reply.body
+    );
+}
