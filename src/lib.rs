@@ -46,6 +46,8 @@
 //! - [`error`]: [`ScaleError`], statuses, and [`ErrorResponder`].
 //! - [`config`]: [`ScalingConfig`] and its defaults.
 //! - `testing` (feature `test-util`): an in-memory provider with failure injection.
+//! - `providers`: `OpenFaasProvider` (feature `openfaas`) and `ProcessProvider` (feature
+//!   `process`).
 //!
 //! # Runtime
 //!
@@ -69,6 +71,9 @@ pub mod error;
 pub mod extract;
 pub mod function;
 pub mod middleware;
+#[cfg(any(feature = "openfaas", feature = "process"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "openfaas", feature = "process"))))]
+pub mod providers;
 pub mod query;
 pub mod scaler;
 pub mod single_flight;
