@@ -185,11 +185,12 @@ impl FunctionScaler {
         let outcome = timeout_at(deadline, self.bring_up(&function, &mut last_error)).await;
         match outcome {
             Ok(Ok(state)) => {
+                let waited_ms = started.elapsed().as_millis() as u64;
                 tracing::info!(
                     function = %function,
-                    waited_ms = started.elapsed().as_millis() as u64,
+                    waited_ms,
                     available = state.available_replicas,
-                    "function ready"
+                    "function ready after {waited_ms} ms"
                 );
                 Ok(state)
             }
@@ -233,7 +234,7 @@ impl FunctionScaler {
             })
             .await
             .map_err(|(e, attempts)| self.failed(function, e, Some(attempts)))?;
-            tracing::info!(function = %function, from = 0, to = target, "function scaled");
+            tracing::info!(function = %function, "function scaled 0 → {target}");
         }
 
         // Wait. `set_replicas` is never called again here: a read that still shows desired 0

@@ -9,7 +9,8 @@
 //! error, so the cold start ends with 502 at once instead of waiting for the deadline. A
 //! process that exits after it was ready reads as scaled to zero and is started again by the
 //! next request. Child processes are killed when the provider is dropped (and when their
-//! runtime shuts down).
+//! runtime shuts down). If the gateway itself is killed (no destructor runs), each child's
+//! standard input closes: a command that exits at end of input dies with the gateway.
 //!
 //! Readiness is pushed to a [`ReadinessNotifier`] when one is set, so held requests are
 //! released the moment the port opens.
@@ -176,7 +177,9 @@ impl ProcessProvider {
         command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .env("PORT", port.to_string())
-            .stdin(Stdio::null())
+            // A lifeline: the pipe closes when this process dies, however it dies, so a command
+            // that exits on end-of-input never outlives the gateway.
+            .stdin(Stdio::piped())
             .kill_on_drop(true);
         let child = command.spawn().map_err(|e| {
             QueryError::provider(format!("cannot start {:?} for {id}: {e}", spec.program))
@@ -279,6 +282,7 @@ async fn supervise(
     mut stop: oneshot::Receiver<()>,
     notifier: Option<ReadinessNotifier>,
 ) {
+    let _lifeline = child.stdin.take();
     let mut ready = false;
     loop {
         tokio::select! {

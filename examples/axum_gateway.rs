@@ -1,0 +1,91 @@
+//! A scale-from-zero gateway on axum 0.8.
+//!
+//! ```sh
+//! cargo run --example axum_gateway
+//! curl -i localhost:8080/function/hello-world      # cold: the function process starts
+//! curl -i localhost:8080/function/hello-world      # warm
+//! ```
+//!
+//! With no flags, functions are local processes (the bundled `hello-world` is this binary in
+//! function mode). `--provider-url URL` puts the gateway in front of an OpenFaaS provider
+//! instead; `--help` lists the options.
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use common::{Gateway, Options};
+use http::StatusCode;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The gateway's routes and layers.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let functions = Router::new()
+        .route("/function/{name}", any(forward))
+        .route("/function/{name}/", any(forward))
+        .route("/function/{name}/{*rest}", any(forward))
+        // Held requests wait inside this layer; warm ones pass straight through.
+        .route_layer(gateway.layer());
+    // Outside the scale layer and longer than its readiness deadline, so the 504 that
+    // names the function is what a client sees.
+    let outer_timeout = gateway.deadline + std::time::Duration::from_secs(30);
+    Router::new()
+        .merge(functions)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    outer_timeout,
+                )),
+        )
+        .with_state(gateway)
+}
+
+async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    gateway.forward(req).await.into_response()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if common::run_function_if_asked(&args) {
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(serve(args));
+}
+
+async fn serve(args: Vec<String>) {
+    tracing_subscriber::fmt().with_target(false).init();
+    let options = Options::parse(args.into_iter().skip(1)).unwrap_or_else(|message| {
+        eprintln!("{message}");
+        std::process::exit(2)
+    });
+    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        std::process::exit(2)
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1)
+        });
+    tracing::info!(
+        "axum gateway on http://{}  (try: curl -i http://{}/function/hello-world)",
+        options.listen,
+        options.listen
+    );
+    axum::serve(listener, router(Arc::new(gateway)))
+        .with_graceful_shutdown(common::shutdown_signal())
+        .await
+        .expect("server");
+}

@@ -1,0 +1,448 @@
+//! What the example gateways share (and their end-to-end tests build on): command-line
+//! options, the platform (the embedded local-process provider with its bundled `hello-world`
+//! function, or an OpenFaaS provider), the bundled function itself, and a streaming reverse
+//! proxy.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
+use tower_scale_from_zero::providers::{OpenFaasProvider, ProcessProvider, ProcessSpec};
+use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub const USAGE: &str = "\
+usage: [--listen ADDR] [--provider-url URL] [--namespace NS] [--deadline DURATION]
+       [--function-startup DURATION]
+
+  --listen ADDR              address to serve on (default 127.0.0.1:8080)
+  --provider-url URL         an OpenFaaS provider (faas-netes, faasd) instead of the embedded
+                             local-process provider; credentials from OPENFAAS_USERNAME and
+                             OPENFAAS_PASSWORD
+  --namespace NS             default namespace (default: openfaas-fn with a provider URL,
+                             local without)
+  --deadline DURATION        readiness deadline, e.g. 30s or 500ms (default 60s)
+  --function-startup DURATION
+                             start-up delay of the bundled hello-world function (default 0)";
+
+/// The gateway's options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub provider_url: Option<String>,
+    pub namespace: String,
+    pub deadline: Duration,
+    pub function_startup: Duration,
+}
+
+impl Options {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let mut listen = "127.0.0.1:8080".to_string();
+        let mut provider_url = None;
+        let mut namespace = None;
+        let mut deadline = Duration::from_secs(60);
+        let mut function_startup = Duration::ZERO;
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let (flag, inline) = match flag.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (flag, None),
+            };
+            if flag == "--help" || flag == "-h" {
+                return Err(USAGE.to_string());
+            }
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"))
+            };
+            match flag.as_str() {
+                "--listen" => listen = value()?,
+                "--provider-url" => provider_url = Some(value()?),
+                "--namespace" => namespace = Some(value()?),
+                "--deadline" => deadline = parse_duration(&flag, &value()?)?,
+                "--function-startup" => function_startup = parse_duration(&flag, &value()?)?,
+                other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
+            }
+        }
+        let listen = listen
+            .parse()
+            .map_err(|e| format!("--listen {listen:?}: {e} (expected e.g. 127.0.0.1:8080)"))?;
+        if deadline.is_zero() {
+            return Err("--deadline must be greater than zero".into());
+        }
+        let namespace = namespace.unwrap_or_else(|| {
+            if provider_url.is_some() {
+                "openfaas-fn"
+            } else {
+                "local"
+            }
+            .to_string()
+        });
+        FunctionId::new("probe", &namespace)
+            .map_err(|e| format!("--namespace {namespace:?}: {e}"))?;
+        Ok(Self {
+            listen,
+            provider_url,
+            namespace,
+            deadline,
+            function_startup,
+        })
+    }
+}
+
+fn parse_duration(flag: &str, text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{flag} {text:?}: expected a duration such as 30s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!(
+            "{flag} {text:?}: unknown unit {unit:?} (use ms, s or m)"
+        )),
+    }
+}
+
+/// Where invocations go once a function is ready.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// Local processes: straight to the function's port.
+    Local(ProcessProvider),
+    /// An OpenFaaS provider: `{base}/function/{name}[.{namespace}][/rest]`.
+    OpenFaas { base: String },
+}
+
+/// Everything a gateway needs besides its HTTP stack.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    pub scaler: FunctionScaler,
+    pub backend: Backend,
+    pub extractor: OpenFaasPath,
+    pub proxy: Proxy,
+    pub deadline: Duration,
+}
+
+/// The bundled function's command: this very binary, in function mode.
+pub fn bundled_function(startup: Duration) -> ProcessSpec {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    ProcessSpec::new(exe)
+        .arg("--serve-function")
+        .arg("hello-world")
+        .arg("--startup-ms")
+        .arg(startup.as_millis().to_string())
+}
+
+impl Gateway {
+    /// The gateway the options describe: the local-process provider with `hello-world`, or an
+    /// OpenFaaS provider.
+    pub fn from_options(options: &Options) -> Result<Self, String> {
+        let functions = [("hello-world", bundled_function(options.function_startup))];
+        match &options.provider_url {
+            None => Ok(Self::local(options, functions)),
+            Some(url) => Self::openfaas(options, url),
+        }
+    }
+
+    /// A gateway over local processes.
+    pub fn local<'a>(
+        options: &Options,
+        functions: impl IntoIterator<Item = (&'a str, ProcessSpec)>,
+    ) -> Self {
+        let provider = ProcessProvider::new();
+        for (name, spec) in functions {
+            let id = FunctionId::new(name, &options.namespace).expect("valid bundled name");
+            provider.add_function(&id, spec);
+        }
+        let scaler = FunctionScaler::new(provider.clone(), config(options));
+        provider.push_readiness_to(scaler.readiness_notifier());
+        Self::new(options, scaler, Backend::Local(provider))
+    }
+
+    /// A gateway in front of an OpenFaaS provider.
+    pub fn openfaas(options: &Options, url: &str) -> Result<Self, String> {
+        let config = config(options);
+        let mut provider = OpenFaasProvider::new(url)
+            .map_err(|e| e.to_string())?
+            .timeout(config.call_timeout);
+        match (
+            std::env::var("OPENFAAS_USERNAME"),
+            std::env::var("OPENFAAS_PASSWORD"),
+        ) {
+            (Ok(user), Ok(password)) => provider = provider.basic_auth(&user, &password),
+            (Err(_), Err(_)) => {}
+            _ => return Err("set both OPENFAAS_USERNAME and OPENFAAS_PASSWORD, or neither".into()),
+        }
+        let scaler = FunctionScaler::new(provider, config);
+        let base = url.trim_end_matches('/').to_string();
+        Ok(Self::new(options, scaler, Backend::OpenFaas { base }))
+    }
+
+    fn new(options: &Options, scaler: FunctionScaler, backend: Backend) -> Self {
+        Self {
+            scaler,
+            backend,
+            extractor: OpenFaasPath::new().default_namespace(options.namespace.clone()),
+            proxy: Proxy::new(),
+            deadline: options.deadline,
+        }
+    }
+
+    /// The scale-from-zero layer for this gateway.
+    pub fn layer(&self) -> ScaleFromZeroLayer<OpenFaasPath> {
+        ScaleFromZeroLayer::new(self.scaler.clone()).extractor(self.extractor.clone())
+    }
+
+    /// Forwards a request for a (ready) function to it, streaming both bodies.
+    pub async fn forward<B>(&self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(target) = self.extractor.extract(&req) else {
+            return text(StatusCode::NOT_FOUND, "not a function path\n");
+        };
+        let Ok(id) = target.as_function_ref().to_function_id() else {
+            return text(StatusCode::BAD_REQUEST, "invalid function name\n");
+        };
+        let path = req.uri().path();
+        let segment_end = path["/function/".len()..]
+            .find('/')
+            .map_or(path.len(), |i| i + "/function/".len());
+        let rest = &path[segment_end..];
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let upstream = match &self.backend {
+            Backend::Local(provider) => match provider.upstream(&id) {
+                Some(addr) => format!(
+                    "http://{addr}{}{query}",
+                    if rest.is_empty() { "/" } else { rest }
+                ),
+                None => {
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("function {id} is not running\n"),
+                    )
+                }
+            },
+            Backend::OpenFaas { base } => format!(
+                "{base}/function/{}.{}{rest}{query}",
+                id.name(),
+                id.namespace()
+            ),
+        };
+        match upstream.parse() {
+            Ok(uri) => self.proxy.forward(uri, req).await,
+            Err(_) => text(StatusCode::BAD_REQUEST, "cannot build the upstream URL\n"),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: a graceful stop drops the provider, which stops the
+/// function processes.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn config(options: &Options) -> ScalingConfig {
+    ScalingConfig::default().readiness_deadline(options.deadline)
+}
+
+/// A small text response.
+pub fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
+}
+
+/// A streaming HTTP/1 reverse proxy over a pooled keep-alive client.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    client: Client<HttpConnector, ProxyBody>,
+}
+
+impl Proxy {
+    pub fn new() -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build_http();
+        Self { client }
+    }
+
+    /// Sends `req` to `upstream`; neither body is collected.
+    pub async fn forward<B>(&self, upstream: Uri, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = upstream;
+        parts.version = Version::HTTP_11;
+        remove_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST); // the client sets it from the URI
+        let req = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        match self.client.request(req).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "upstream request failed");
+                text(StatusCode::BAD_GATEWAY, &format!("upstream error: {err}\n"))
+            }
+        }
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Removes the headers that concern one connection, not the message (RFC 9110, 7.6.1).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Function mode: when started as `--serve-function NAME --startup-ms N` (with `PORT` set),
+/// the binary is the bundled function instead of a gateway. Returns `false` otherwise.
+pub fn run_function_if_asked(args: &[String]) -> bool {
+    if args.get(1).map(String::as_str) != Some("--serve-function") {
+        return false;
+    }
+    let name = args.get(2).cloned().unwrap_or_else(|| "hello-world".into());
+    let startup = args
+        .iter()
+        .position(|a| a == "--startup-ms")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|ms| ms.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_millis);
+    if args.iter().any(|a| a == "--exit-at-once") {
+        // For tests: a function that crashes while starting.
+        eprintln!("{name}: exiting at once");
+        std::process::exit(3);
+    }
+    // Die with the gateway: it holds our stdin open for as long as it lives.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| {
+            eprintln!("{name}: PORT is not set");
+            std::process::exit(2)
+        });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(serve_function(name, port, startup));
+    true
+}
+
+/// The bundled function: answers every request with a greeting and the number of body bytes
+/// it read (streamed, never held whole).
+async fn serve_function(name: String, port: u16, startup: Duration) {
+    tokio::time::sleep(startup).await; // a slow runtime boot, when asked for
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("{name}: cannot listen on {port}: {e}");
+            std::process::exit(1)
+        });
+    let name: Arc<str> = name.into();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let name = Arc::clone(&name);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let name = Arc::clone(&name);
+                async move {
+                    let path = req.uri().path().to_string();
+                    let mut body = req.into_body();
+                    let mut received = 0usize;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame?.into_data() {
+                            received += data.len();
+                        }
+                    }
+                    let greeting =
+                        format!("Hello from {name}! path={path} received={received} bytes\n");
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(greeting))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
