@@ -10,7 +10,8 @@
 //! function mode). `--provider-url URL` puts the gateway in front of an OpenFaaS provider
 //! instead; `--help` lists the options.
 
-mod common;
+#[path = "common/mod.rs"]
+pub mod common;
 
 use std::sync::Arc;
 

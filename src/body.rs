@@ -42,6 +42,13 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body, as layers such as tower-http's `Timeout` build for their own responses.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,

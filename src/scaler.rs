@@ -195,7 +195,11 @@ impl FunctionScaler {
                 Ok(state)
             }
             Ok(Err(err)) => {
-                tracing::warn!(function = %function, error = %err, "cold start failed");
+                if err.kind() == crate::ErrorKind::NotFound {
+                    tracing::debug!(function = %function, "function not found");
+                } else {
+                    tracing::warn!(function = %function, error = %err, "cold start failed");
+                }
                 Err(err)
             }
             Err(_) => {

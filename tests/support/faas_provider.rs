@@ -171,11 +171,14 @@ async fn scale(State(state): Shared, req: Request) -> Response {
 
 async fn invoke(State(state): Shared, req: Request) -> Response {
     let path = req.uri().path().to_string();
-    let name = path
+    let segment = path
         .trim_start_matches("/function/")
         .split('/')
         .next()
-        .unwrap()
+        .unwrap();
+    let name = segment
+        .rsplit_once('.')
+        .map_or(segment, |(name, _)| name)
         .to_string();
     let body: Bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
         .await

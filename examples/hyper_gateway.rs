@@ -1,0 +1,113 @@
+//! The same scale-from-zero gateway on plain hyper 1 + hyper-util, with `ServiceBuilder` and
+//! no axum.
+//!
+//! ```sh
+//! cargo run --example hyper_gateway
+//! curl -i localhost:8080/function/hello-world
+//! ```
+
+#[path = "common/mod.rs"]
+pub mod common;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Gateway, Options, ProxyBody};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tower::{service_fn, BoxError, ServiceBuilder};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The gateway as one tower service: trace → timeout → scale-from-zero → routes.
+pub fn service(
+    gateway: Arc<Gateway>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<
+        impl http_body::Body<Data = bytes::Bytes, Error = impl Into<BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    let outer_timeout = gateway.deadline + Duration::from_secs(30);
+    ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            outer_timeout,
+        ))
+        .layer(gateway.layer())
+        .service(service_fn(move |req: Request<Incoming>| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, Infallible>(route(&gateway, req).await) }
+        }))
+}
+
+async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody> {
+    match req.uri().path() {
+        "/healthz" => common::text(StatusCode::OK, "ok\n"),
+        path if path.starts_with("/function/") => gateway.forward(req).await,
+        _ => common::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if common::run_function_if_asked(&args) {
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(serve(args));
+}
+
+async fn serve(args: Vec<String>) {
+    tracing_subscriber::fmt().with_target(false).init();
+    let options = Options::parse(args.into_iter().skip(1)).unwrap_or_else(|message| {
+        eprintln!("{message}");
+        std::process::exit(2)
+    });
+    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        std::process::exit(2)
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1)
+        });
+    tracing::info!(
+        "hyper gateway on http://{}  (try: curl -i http://{}/function/hello-world)",
+        options.listen,
+        options.listen
+    );
+    let service = service(Arc::new(gateway));
+    let shutdown = common::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(service.clone());
+        tokio::spawn(async move {
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

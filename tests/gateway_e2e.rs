@@ -1,0 +1,354 @@
+//! End to end, over real TCP on 127.0.0.1: the example gateways' stacks, in-process, with the
+//! local-process provider (this binary is also the function: see `main`) and with the fake
+//! OpenFaaS provider.
+//!
+//! `harness = false`: the function processes the gateway starts are this same binary, so
+//! `main` must run before any test harness would.
+// Each example includes the shared `common` module; this test includes both examples.
+#![allow(clippy::duplicate_mod)]
+
+#[allow(dead_code)]
+#[path = "../examples/axum_gateway.rs"]
+mod axum_gateway;
+#[path = "support/faas_provider.rs"]
+mod faas_provider;
+#[allow(dead_code)]
+#[path = "../examples/hyper_gateway.rs"]
+mod hyper_gateway;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum_gateway::common::{self, Backend, Gateway, Options, ProxyBody};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower_scale_from_zero::providers::{ProcessProvider, ProcessSpec};
+
+type Client_ = Client<HttpConnector, ProxyBody>;
+
+fn client() -> Client_ {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn options(namespace: &str) -> Options {
+    Options::parse(["--namespace".to_string(), namespace.to_string()]).unwrap()
+}
+
+fn function(name: &str, startup_ms: u64) -> ProcessSpec {
+    let exe = std::env::current_exe().unwrap();
+    ProcessSpec::new(exe)
+        .arg("--serve-function")
+        .arg(name)
+        .arg("--startup-ms")
+        .arg(startup_ms.to_string())
+}
+
+/// Serves the axum example's router for `gateway` on an ephemeral port.
+async fn serve_axum(gateway: Arc<Gateway>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum_gateway::router(gateway);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn local_provider(gateway: &Gateway) -> ProcessProvider {
+    match &gateway.backend {
+        Backend::Local(provider) => provider.clone(),
+        Backend::OpenFaas { .. } => unreachable!(),
+    }
+}
+
+async fn get(client: &Client_, url: String) -> (StatusCode, String) {
+    let req = Request::get(url).body(common::full(Bytes::new())).unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+async fn a_large_request_body_streams_through_without_being_buffered() {
+    const SIZE: usize = 50 << 20;
+    const CHUNK: usize = 64 << 10;
+    let gateway = Arc::new(Gateway::local(
+        &options("local"),
+        [("hello-world", function("hello-world", 0))],
+    ));
+    let addr = serve_axum(gateway).await;
+    let client = client();
+    assert_eq!(
+        get(&client, format!("http://{addr}/function/hello-world"))
+            .await
+            .0,
+        200
+    );
+
+    let before = peak_rss_kib();
+    let chunks = futures::stream::iter(
+        (0..SIZE / CHUNK)
+            .map(|_| Ok::<_, common::BoxError>(Frame::data(Bytes::from(vec![b'x'; CHUNK])))),
+    );
+    let req = Request::post(format!("http://{addr}/function/hello-world/upload"))
+        .body(StreamBody::new(chunks).boxed_unsync())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("Hello from hello-world! path=/upload received={SIZE} bytes\n")
+    );
+    let grew_mib = (peak_rss_kib() - before) / 1024;
+    println!("    peak RSS grew by {grew_mib} MiB while 50 MiB passed through");
+    assert!(
+        grew_mib < 16,
+        "the gateway buffered the body: peak RSS grew by {grew_mib} MiB"
+    );
+}
+
+async fn two_hundred_concurrent_requests_start_exactly_one_process() {
+    let gateway = Arc::new(Gateway::local(
+        &options("local"),
+        [("hello-world", function("hello-world", 300))],
+    ));
+    let provider = local_provider(&gateway);
+    let addr = serve_axum(gateway).await;
+    let client = client();
+    let started = Instant::now();
+    let requests: Vec<_> = (0..200)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                get(&client, format!("http://{addr}/function/hello-world/{i}")).await
+            })
+        })
+        .collect();
+    for (i, request) in requests.into_iter().enumerate() {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            format!("Hello from hello-world! path=/{i} received=0 bytes\n")
+        );
+    }
+    println!(
+        "    200 requests answered in {} ms after one cold start",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(provider.starts(), 1, "exactly one process started");
+}
+
+async fn an_unknown_function_is_404_and_an_invalid_one_400() {
+    let gateway = Arc::new(Gateway::local(
+        &options("local"),
+        [("hello-world", function("hello-world", 0))],
+    ));
+    let provider = local_provider(&gateway);
+    let addr = serve_axum(gateway).await;
+    let (status, body) = get(&client(), format!("http://{addr}/function/nobody")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, "function nobody.local not found\n");
+    let (status, _) = get(&client(), format!("http://{addr}/function/NoBody")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(provider.starts(), 0);
+}
+
+async fn a_function_that_exits_at_once_gives_502_quickly() {
+    let crashing = function("crash", 0).arg("--exit-at-once");
+    let gateway = Arc::new(Gateway::local(&options("local"), [("crash", crashing)]));
+    let addr = serve_axum(gateway).await;
+    let started = Instant::now();
+    let (status, body) = get(&client(), format!("http://{addr}/function/crash")).await;
+    let took = started.elapsed();
+    println!("    502 after {} ms", took.as_millis());
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains("exited during start-up (exit status: 3)"),
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "not a wait for the 60 s deadline: {took:?}"
+    );
+}
+
+async fn in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call() {
+    let faas = faas_provider::FaasServer::start().await;
+    faas.add(
+        "echo",
+        "openfaas-fn",
+        faas_provider::FakeFn {
+            startup: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    let options =
+        Options::parse(["--provider-url".to_string(), format!("{}/", faas.url())]).unwrap();
+    let gateway = Arc::new(Gateway::from_options(&options).unwrap());
+    let addr = serve_axum(gateway).await;
+    let client = client();
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                get(&client, format!("http://{addr}/function/echo/run?x=1")).await
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            "echo via provider: /function/echo.openfaas-fn/run (0 bytes)"
+        );
+    }
+    assert_eq!(
+        faas.with(|s| s.scale_calls.len()),
+        1,
+        "exactly one scale call"
+    );
+    assert_eq!(faas.with(|s| s.invocations), 20);
+    let (status, _) = get(&client, format!("http://{addr}/function/missing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn the_hyper_gateway_serves_a_cold_start_too() {
+    type HyperGateway = hyper_gateway::common::Gateway;
+    let options = hyper_gateway::common::Options::parse(Vec::<String>::new()).unwrap();
+    let spec = function("hello-world", 100);
+    let gateway = Arc::new(HyperGateway::local(&options, [("hello-world", spec)]));
+    let service = hyper_gateway::service(gateway);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    let client = client();
+    let (status, body) = get(&client, format!("http://{addr}/function/hello-world")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::OK,
+            "Hello from hello-world! path=/ received=0 bytes\n"
+        )
+    );
+    assert_eq!(
+        get(&client, format!("http://{addr}/healthz")).await,
+        (StatusCode::OK, "ok\n".to_string())
+    );
+    assert_eq!(
+        get(&client, format!("http://{addr}/function/nobody"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn gateway_options_are_checked_with_clear_messages() {
+    let o = Options::parse(Vec::<String>::new()).unwrap();
+    assert_eq!(
+        (o.namespace.as_str(), o.deadline),
+        ("local", Duration::from_secs(60))
+    );
+    let o = Options::parse(["--provider-url".into(), "http://p:8081".into()]).unwrap();
+    assert_eq!(o.namespace, "openfaas-fn");
+    assert_eq!(
+        Options::parse(["--deadline=500ms".into()])
+            .unwrap()
+            .deadline,
+        Duration::from_millis(500)
+    );
+    for (args, why) in [
+        (vec!["--deadline", "soon"], "expected a duration"),
+        (vec!["--deadline", "0s"], "greater than zero"),
+        (vec!["--listen", "nowhere"], "--listen"),
+        (vec!["--namespace", "Bad_NS"], "--namespace"),
+        (vec!["--frobnicate"], "unknown option"),
+        (vec!["--listen"], "needs a value"),
+    ] {
+        let err = Options::parse(args.into_iter().map(String::from)).unwrap_err();
+        assert!(err.contains(why), "{err}");
+    }
+    let bad_url = Options::parse(["--provider-url".into(), "https://secure:8081".into()]).unwrap();
+    let err = Gateway::from_options(&bad_url).unwrap_err();
+    assert!(err.contains("only http"), "{err}");
+}
+
+type Test = (
+    &'static str,
+    fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
+);
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as fn() -> _)),*]
+    };
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if common::run_function_if_asked(&args) {
+        return;
+    }
+    // Streaming first: it reads the process's peak memory.
+    let tests: [Test; 7] = tests![
+        a_large_request_body_streams_through_without_being_buffered,
+        two_hundred_concurrent_requests_start_exactly_one_process,
+        an_unknown_function_is_404_and_an_invalid_one_400,
+        a_function_that_exits_at_once_gives_502_quickly,
+        in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call,
+        the_hyper_gateway_serves_a_cold_start_too,
+        gateway_options_are_checked_with_clear_messages,
+    ];
+    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut passed, mut failed) = (0, 0);
+    println!("\nrunning {} tests", tests.len());
+    for (name, test) in tests {
+        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let outcome = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(60), tokio::spawn(test())).await
+        });
+        match outcome {
+            Ok(Ok(())) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Ok(Err(_)) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED (timed out after 60 s)");
+                failed += 1;
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    drop(runtime);
+    std::process::exit(i32::from(failed > 0));
+}
