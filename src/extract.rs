@@ -21,11 +21,21 @@ pub trait ExtractFunction<B>: Send + Sync + 'static {
 }
 
 /// A function name and namespace as taken from a request, not yet validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Target<'a> {
     name: Cow<'a, str>,
     namespace: Cow<'a, str>,
+    // Set by this crate's extractors when their own scan already checked the label rule.
+    validated: bool,
 }
+
+impl PartialEq for Target<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.namespace == other.namespace
+    }
+}
+
+impl Eq for Target<'_> {}
 
 impl<'a> Target<'a> {
     /// A target from borrowed or owned strings.
@@ -33,7 +43,17 @@ impl<'a> Target<'a> {
         Self {
             name: name.into(),
             namespace: namespace.into(),
+            validated: false,
         }
+    }
+
+    /// Checks the label rule, unless the extractor's own scan already did.
+    pub(crate) fn validate(&self) -> Result<FunctionRef<'_>, crate::InvalidFunction> {
+        let function = self.as_function_ref();
+        if !self.validated {
+            function.validate()?;
+        }
+        Ok(function)
     }
 
     /// A borrowed view, for validation and cache look-ups.
@@ -103,13 +123,36 @@ impl Default for OpenFaasPath {
 impl<B> ExtractFunction<B> for OpenFaasPath {
     fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
         let rest = request.uri().path().strip_prefix(&*self.prefix)?;
-        let segment = rest.split_once('/').map_or(rest, |(segment, _)| segment);
-        let (name, namespace) = match segment.rsplit_once('.') {
-            Some((name, namespace)) if !namespace.is_empty() => (name, namespace),
-            Some((name, _)) => (name, &*self.default_namespace),
-            None => (segment, &*self.default_namespace),
+        // One pass: the segment ends at the first '/', the namespace starts after its last
+        // '.', and every other byte is checked against the label rule on the way.
+        let (mut end, mut dot, mut label_bytes) = (rest.len(), None, true);
+        for (i, &b) in rest.as_bytes().iter().enumerate() {
+            match b {
+                b'/' => {
+                    end = i;
+                    break;
+                }
+                b'.' => {
+                    // A dot before another one is part of the name: not a label byte.
+                    label_bytes &= dot.is_none();
+                    dot = Some(i);
+                }
+                _ => label_bytes &= crate::function::is_label_byte(b),
+            }
+        }
+        // Both indices are at ASCII bytes, so the slices fall on character boundaries.
+        let (name, namespace) = match dot {
+            Some(dot) if dot + 1 < end => (&rest[..dot], &rest[dot + 1..end]),
+            Some(dot) => (&rest[..dot], &*self.default_namespace),
+            None => (&rest[..end], &*self.default_namespace),
         };
-        Some(Target::new(name, namespace))
+        let mut target = Target::new(name, namespace);
+        // The default namespace is checked too: it is configuration, not trusted input.
+        target.validated = label_bytes
+            && crate::function::is_label_shaped(name)
+            && crate::function::is_label_shaped(namespace)
+            && namespace.bytes().all(crate::function::is_label_byte);
+        Some(target)
     }
 }
 

@@ -132,8 +132,41 @@ impl fmt::Display for FunctionRef<'_> {
     }
 }
 
+/// Bytes allowed in a DNS-1123 label.
+static LABEL_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'a'..=b'z' | b'0'..=b'9' | b'-');
+        b += 1;
+    }
+    table
+};
+
+/// Whether `b` may appear in a DNS-1123 label.
+pub(crate) fn is_label_byte(b: u8) -> bool {
+    LABEL_BYTE[usize::from(b)]
+}
+
+/// Length and ends of a DNS-1123 label, assuming its bytes were checked.
+pub(crate) fn is_label_shaped(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    matches!((bytes.first(), bytes.last()), (Some(&first), Some(&last))
+        if bytes.len() <= MAX_LABEL_LEN && first != b'-' && last != b'-')
+}
+
 fn check_label(label: &str) -> Result<(), Reason> {
     let bytes = label.as_bytes();
+    // The common case in one table-driven pass; the reason is worked out only on failure.
+    if let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) {
+        if bytes.len() <= MAX_LABEL_LEN
+            && first != b'-'
+            && last != b'-'
+            && bytes.iter().all(|&b| LABEL_BYTE[usize::from(b)])
+        {
+            return Ok(());
+        }
+    }
     if bytes.is_empty() {
         return Err(Reason::Empty);
     }

@@ -33,7 +33,8 @@ pin_project! {
     {
         Call { #[pin] future: F },
         Cold { future: BoxFuture<Cold<F>> },
-        Respond { response: Option<Response<Bytes>> },
+        // Boxed: error responses are rare, and inline they would make every warm future larger.
+        Respond { response: Option<Box<Response<Bytes>>> },
     }
 }
 
@@ -63,7 +64,7 @@ impl<F: Future> ResponseFuture<F> {
     pub(super) fn respond(response: Response<Bytes>) -> Self {
         Self {
             state: State::Respond {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
         }
     }
@@ -75,6 +76,7 @@ where
 {
     type Output = Result<Response<ResponseBody<B>>, E>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let mut state = self.as_mut().project().state;
@@ -92,7 +94,7 @@ where
                 },
                 StateProj::Respond { response } => {
                     let response = response.take().expect("polled after completion");
-                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
+                    return Poll::Ready(Ok((*response).map(ResponseBody::full)));
                 }
             }
         }

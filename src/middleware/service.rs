@@ -10,7 +10,10 @@ use tower_service::Service;
 
 use super::future::{Cold, ResponseFuture};
 use crate::extract::{ExtractFunction, OpenFaasPath};
-use crate::{DefaultResponder, ErrorResponder, FunctionScaler, ResponseBody, ScaleError};
+use crate::{
+    DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, InvalidFunction, ResponseBody,
+    ScaleError,
+};
 
 /// Holds requests for cold functions until a replica is ready; see [the module
 /// docs](crate::middleware). Cloning clones the inner service and bumps one reference count.
@@ -99,26 +102,52 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
+    // Only the warm path is inlined; rejections and cold starts live in cold functions.
+    #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        let Some(target) = shared.extractor.extract(&req) else {
-            return ResponseFuture::call(self.inner.call(req));
+        let cold = match shared.extractor.extract(&req) {
+            None => None,
+            Some(target) => {
+                let function = match target.validate() {
+                    Ok(function) => function,
+                    Err(invalid) => return reject(&shared.responder, invalid),
+                };
+                if shared.scaler.is_warm(function) {
+                    None
+                } else {
+                    Some(function.to_function_id().expect("validated above"))
+                }
+            }
         };
-        let function = target.as_function_ref();
-        if let Err(invalid) = function.validate() {
-            tracing::debug!(error = %invalid, "refused request for an invalid function");
-            return ResponseFuture::respond(respond(&shared.responder, invalid.into()));
+        match cold {
+            None => ResponseFuture::call(self.inner.call(req)),
+            Some(function) => self.cold(function, req),
         }
-        if shared.scaler.is_warm(function) {
-            return ResponseFuture::call(self.inner.call(req));
-        }
-        let function = function.to_function_id().expect("validated above");
-        drop(target);
+    }
+}
 
+impl<S, E, R> ScaleFromZero<S, E, R> {
+    #[cold]
+    #[inline(never)]
+    fn cold<ReqBody, ResBody>(
+        &mut self,
+        function: FunctionId,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+        E: Send + Sync + 'static,
+        R: ErrorResponder,
+        ReqBody: Send + 'static,
+    {
         // Give back the readiness this call was made with (a permit, a buffer slot): the
         // request may wait for seconds. A clone is made ready again once the function is.
         let fresh = self.inner.clone();
@@ -135,6 +164,16 @@ where
             }
         }))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn reject<F: std::future::Future>(
+    responder: &impl ErrorResponder,
+    invalid: InvalidFunction,
+) -> ResponseFuture<F> {
+    tracing::debug!(error = %invalid, "refused request for an invalid function");
+    ResponseFuture::respond(respond(responder, invalid.into()))
 }
 
 fn respond(responder: &impl ErrorResponder, error: ScaleError) -> Response<Bytes> {
