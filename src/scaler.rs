@@ -231,7 +231,11 @@ impl FunctionScaler {
             return Ok(state);
         }
 
+        // Right after a scale call, look once without waiting: an instant platform (or a
+        // start faster than the round trip) should not cost a whole poll interval.
+        let mut look_now = false;
         if state.desired_replicas == 0 {
+            look_now = true;
             let target = state.scale_target();
             self.retry(function, last_error, || {
                 query.set_replicas(function, target)
@@ -253,9 +257,11 @@ impl FunctionScaler {
                     return Ok(state);
                 }
             }
-            tokio::select! {
-                _ = &mut notified => continue,
-                _ = sleep(config.poll_interval) => {}
+            if !std::mem::take(&mut look_now) {
+                tokio::select! {
+                    _ = &mut notified => continue,
+                    _ = sleep(config.poll_interval) => {}
+                }
             }
             match self.call(query.get_replicas(function)).await {
                 Ok(state) if state.is_ready() => {

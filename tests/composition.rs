@@ -86,8 +86,8 @@ async fn as_an_axum_route_layer_driven_with_oneshot() {
     );
     assert_eq!(
         provider.get_calls(),
-        4,
-        "query + 3 polls of 100 ms; the second call was warm"
+        5,
+        "query, a look right after scaling, 3 polls of 100 ms; the second call was warm"
     );
 
     let (status, body) = call("/function/nobody").await;

@@ -30,8 +30,8 @@ async fn pushed_readiness_releases_every_held_request_without_waiting_for_a_poll
     );
     assert_eq!(
         h.provider.get_calls(),
-        1,
-        "only the first query; no poll was needed"
+        2,
+        "the query and one look right after scaling; no poll was needed"
     );
     assert_eq!(h.provider.set_calls(), 1);
     assert_eq!(h.scaler.flights(), 0);
