@@ -32,7 +32,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -161,6 +161,7 @@ where
                 inner: Arc::clone(&self.inner),
                 key,
                 id,
+                finished: false,
             },
         })
     }
@@ -222,7 +223,10 @@ impl<K: Hash + Eq, V: Clone> Future for Flight<K, V> {
     type Output = Result<V, FlightError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.result.poll_unpin(cx)
+        let out = ready!(self.result.poll_unpin(cx));
+        // The flight removed its slot before finishing: nothing to leave on drop.
+        self.guard.finished = true;
+        Poll::Ready(out)
     }
 }
 
@@ -238,10 +242,14 @@ struct Caller<K: Hash + Eq, V> {
     inner: Arc<Inner<K, V>>,
     key: K,
     id: u64,
+    finished: bool,
 }
 
 impl<K: Hash + Eq, V> Drop for Caller<K, V> {
     fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
         // A finished flight has removed its slot already (or a newer flight holds the key).
         self.inner.flights.remove_if_mut(&self.key, |_, slot| {
             if slot.id != self.id {

@@ -1,0 +1,97 @@
+//! Memory held per waiting request: 10 000 requests are held for one cold function (each
+//! response future polled once, so it has joined the flight), and the live heap is compared
+//! with the heap before the calls. The requests themselves are built before the baseline; the
+//! bytes a held request moves into its boxed future are reported separately.
+//!
+//! `cargo bench --bench held_memory`
+
+use std::convert::Infallible;
+use std::future::{poll_fn, ready, Future, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+const HELD: usize = 10_000;
+
+#[derive(Clone, Copy)]
+struct Trivial;
+
+impl Service<Request<()>> for Trivial {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+fn main() {
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let id = FunctionId::new("echo", "openfaas-fn").unwrap();
+        let provider = Arc::new(InMemoryProvider::new());
+        provider.add_function(
+            &id,
+            FakeFunction::new().startup_delay(Duration::from_secs(3_600)),
+        );
+        let hour = Duration::from_secs(3_600);
+        let config = ScalingConfig::default()
+            .poll_interval(hour)
+            .readiness_deadline(hour);
+        let scaler = FunctionScaler::new(provider, config);
+        let mut service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
+
+        let requests: Vec<_> = (0..HELD)
+            .map(|_| Request::get("/function/echo").body(()).unwrap())
+            .collect();
+        let mut futures = Vec::with_capacity(HELD);
+        let before = dhat::HeapStats::get();
+
+        for req in requests {
+            // Held in place, as a server holds a response future inside its connection task.
+            futures.push(service.call(req));
+        }
+        poll_fn(|cx| {
+            for future in &mut futures {
+                assert!(std::pin::Pin::new(future).poll(cx).is_pending());
+            }
+            Poll::Ready(())
+        })
+        .await;
+        // Let the flight's task start and register its waiters.
+        tokio::task::yield_now().await;
+        assert_eq!(scaler.held(), HELD);
+
+        let after = dhat::HeapStats::get();
+        let per_request = (after.curr_bytes - before.curr_bytes) as f64 / HELD as f64;
+        let blocks = (after.curr_blocks - before.curr_blocks) as f64 / HELD as f64;
+        let request_size = std::mem::size_of::<Request<()>>() as f64;
+        println!("held_memory: {HELD} requests held for one cold function");
+        println!(
+            "held_memory: {per_request:.0} bytes and {blocks:.1} allocations per held request"
+        );
+        println!(
+            "held_memory: {:.0} bytes per held request beyond the request itself \
+             (the {request_size:.0}-byte Request<()> moves into the boxed future)",
+            per_request - request_size
+        );
+        drop(futures);
+    });
+}

@@ -1,0 +1,110 @@
+//! Release: 10 000 requests held for one cold function; the provider pushes readiness; time
+//! from the push until the last held request has its response. Requests go through the
+//! `ScaleFromZero` service on a 2-worker runtime; polling is set to an hour so only the push
+//! can release them.
+//!
+//! `cargo bench --bench release`
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{Request, Response};
+use tower::{Layer, Service, ServiceExt};
+use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+use tower_scale_from_zero::{
+    FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig, ServiceQueryResponse,
+};
+
+const HELD: usize = 10_000;
+
+#[derive(Clone, Copy)]
+struct Trivial;
+
+impl Service<Request<()>> for Trivial {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(())))
+    }
+}
+
+/// Holds `HELD` requests, pushes readiness, and returns push → last response.
+async fn one_release() -> Duration {
+    let id = FunctionId::new("echo", "openfaas-fn").unwrap();
+    let provider = Arc::new(InMemoryProvider::new());
+    provider.add_function(
+        &id,
+        FakeFunction::new().startup_delay(Duration::from_secs(3_600)),
+    );
+    let hour = Duration::from_secs(3_600);
+    let config = ScalingConfig::default()
+        .poll_interval(hour)
+        .readiness_deadline(hour);
+    let scaler = FunctionScaler::new(provider.clone(), config);
+    let service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
+
+    let base = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let held: Vec<_> = (0..HELD)
+        .map(|_| {
+            let service = service.clone();
+            let last = Arc::clone(&last);
+            tokio::spawn(async move {
+                let req = Request::get("/function/echo").body(()).unwrap();
+                let response = service.oneshot(req).await.unwrap();
+                assert_eq!(response.status(), 200);
+                last.fetch_max(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    while scaler.held() < HELD {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(provider.successful_sets(), 1);
+
+    let pushed = base.elapsed();
+    scaler
+        .readiness_notifier()
+        .notify(&id, ServiceQueryResponse::new(1, 1));
+    for request in held {
+        request.await.unwrap();
+    }
+    assert_eq!(scaler.flights(), 0);
+    Duration::from_nanos(last.load(Ordering::Relaxed)) - pushed
+}
+
+fn release(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("release");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("10000 held, push to last response", |b| {
+        b.to_async(&runtime).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += one_release().await;
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, release);
+criterion_main!(benches);
