@@ -30,9 +30,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let functions = Router::new()
         .route("/function/{name}", any(forward))
         .route("/function/{name}/", any(forward))
-        .route("/function/{name}/{*rest}", any(forward))
-        // Held requests wait inside this layer; warm ones pass straight through.
-        .route_layer(gateway.layer());
+        .route("/function/{name}/{*rest}", any(forward));
+    // Held requests wait inside this layer; warm ones pass straight through. (Benchmarks
+    // compare against the same gateway without it.)
+    let functions = if gateway.with_layer {
+        functions.route_layer(gateway.layer())
+    } else {
+        functions
+    };
     // Outside the scale layer and longer than its readiness deadline, so the 504 that
     // names the function is what a client sees.
     let outer_timeout = gateway.deadline + std::time::Duration::from_secs(30);

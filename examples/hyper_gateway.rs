@@ -74,6 +74,10 @@ async fn serve(args: Vec<String>) {
         eprintln!("{message}");
         std::process::exit(2)
     });
+    if options.without_layer {
+        eprintln!("--without-scale-from-zero is for axum_gateway's benchmarks only");
+        std::process::exit(2);
+    }
     let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
         eprintln!("error: {message}");
         std::process::exit(2)

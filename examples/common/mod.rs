@@ -21,14 +21,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
 use tower_scale_from_zero::providers::{OpenFaasProvider, ProcessProvider, ProcessSpec};
-use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+use tower_scale_from_zero::{
+    FunctionId, FunctionScaler, QueryError, ScaleFromZeroLayer, ScalingConfig, ServiceQuery,
+    ServiceQueryResponse,
+};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub const USAGE: &str = "\
 usage: [--listen ADDR] [--provider-url URL] [--namespace NS] [--deadline DURATION]
-       [--function-startup DURATION]
+       [--function-startup DURATION] [--upstream ADDR] [--without-scale-from-zero]
 
   --listen ADDR              address to serve on (default 127.0.0.1:8080)
   --provider-url URL         an OpenFaaS provider (faas-netes, faasd) instead of the embedded
@@ -38,7 +41,9 @@ usage: [--listen ADDR] [--provider-url URL] [--namespace NS] [--deadline DURATIO
                              local without)
   --deadline DURATION        readiness deadline, e.g. 30s or 500ms (default 60s)
   --function-startup DURATION
-                             start-up delay of the bundled hello-world function (default 0)";
+                             start-up delay of the bundled hello-world function (default 0)
+  --upstream ADDR            for benchmarks: every function is already running at ADDR
+  --without-scale-from-zero  for benchmarks: the same gateway without the layer";
 
 /// The gateway's options.
 #[derive(Clone, Debug)]
@@ -48,6 +53,8 @@ pub struct Options {
     pub namespace: String,
     pub deadline: Duration,
     pub function_startup: Duration,
+    pub upstream: Option<SocketAddr>,
+    pub without_layer: bool,
 }
 
 impl Options {
@@ -58,6 +65,8 @@ impl Options {
         let mut namespace = None;
         let mut deadline = Duration::from_secs(60);
         let mut function_startup = Duration::ZERO;
+        let mut upstream = None;
+        let mut without_layer = false;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let (flag, inline) = match flag.split_once('=') {
@@ -66,6 +75,10 @@ impl Options {
             };
             if flag == "--help" || flag == "-h" {
                 return Err(USAGE.to_string());
+            }
+            if flag == "--without-scale-from-zero" {
+                without_layer = true;
+                continue;
             }
             let mut value = || {
                 inline
@@ -79,6 +92,13 @@ impl Options {
                 "--namespace" => namespace = Some(value()?),
                 "--deadline" => deadline = parse_duration(&flag, &value()?)?,
                 "--function-startup" => function_startup = parse_duration(&flag, &value()?)?,
+                "--upstream" => {
+                    let addr = value()?;
+                    let parsed = addr.parse().map_err(|e| {
+                        format!("--upstream {addr:?}: {e} (expected e.g. 127.0.0.1:9000)")
+                    })?;
+                    upstream = Some(parsed);
+                }
                 other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
             }
         }
@@ -98,12 +118,17 @@ impl Options {
         });
         FunctionId::new("probe", &namespace)
             .map_err(|e| format!("--namespace {namespace:?}: {e}"))?;
+        if upstream.is_some() && provider_url.is_some() {
+            return Err("--upstream and --provider-url exclude each other".into());
+        }
         Ok(Self {
             listen,
             provider_url,
             namespace,
             deadline,
             function_startup,
+            upstream,
+            without_layer,
         })
     }
 }
@@ -133,6 +158,8 @@ pub enum Backend {
     Local(ProcessProvider),
     /// An OpenFaaS provider: `{base}/function/{name}[.{namespace}][/rest]`.
     OpenFaas { base: String },
+    /// Benchmarks: every function is already running at this address.
+    Static(SocketAddr),
 }
 
 /// Everything a gateway needs besides its HTTP stack.
@@ -143,6 +170,7 @@ pub struct Gateway {
     pub extractor: OpenFaasPath,
     pub proxy: Proxy,
     pub deadline: Duration,
+    pub with_layer: bool,
 }
 
 /// The bundled function's command: this very binary, in function mode.
@@ -160,9 +188,13 @@ impl Gateway {
     /// OpenFaaS provider.
     pub fn from_options(options: &Options) -> Result<Self, String> {
         let functions = [("hello-world", bundled_function(options.function_startup))];
-        match &options.provider_url {
-            None => Ok(Self::local(options, functions)),
-            Some(url) => Self::openfaas(options, url),
+        match (&options.provider_url, options.upstream) {
+            (Some(url), _) => Self::openfaas(options, url),
+            (None, Some(addr)) => {
+                let scaler = FunctionScaler::new(AlwaysRunning, config(options));
+                Ok(Self::new(options, scaler, Backend::Static(addr)))
+            }
+            (None, None) => Ok(Self::local(options, functions)),
         }
     }
 
@@ -207,6 +239,7 @@ impl Gateway {
             extractor: OpenFaasPath::new().default_namespace(options.namespace.clone()),
             proxy: Proxy::new(),
             deadline: options.deadline,
+            with_layer: !options.without_layer,
         }
     }
 
@@ -250,6 +283,10 @@ impl Gateway {
                     )
                 }
             },
+            Backend::Static(addr) => format!(
+                "http://{addr}{}{query}",
+                if rest.is_empty() { "/" } else { rest }
+            ),
             Backend::OpenFaas { base } => format!(
                 "{base}/function/{}.{}{rest}{query}",
                 id.name(),
@@ -273,6 +310,21 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// For benchmarks with `--upstream`: every function exists and is running.
+#[derive(Clone, Copy, Debug)]
+pub struct AlwaysRunning;
+
+#[async_trait::async_trait]
+impl ServiceQuery for AlwaysRunning {
+    async fn get_replicas(&self, _: &FunctionId) -> Result<ServiceQueryResponse, QueryError> {
+        Ok(ServiceQueryResponse::new(1, 1))
+    }
+
+    async fn set_replicas(&self, _: &FunctionId, _: u64) -> Result<(), QueryError> {
+        Ok(())
+    }
 }
 
 fn config(options: &Options) -> ScalingConfig {
