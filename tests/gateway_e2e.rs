@@ -63,7 +63,7 @@ async fn serve_axum(gateway: Arc<Gateway>) -> SocketAddr {
 fn local_provider(gateway: &Gateway) -> ProcessProvider {
     match &gateway.backend {
         Backend::Local(provider) => provider.clone(),
-        Backend::OpenFaas { .. } => unreachable!(),
+        _ => unreachable!("a local gateway"),
     }
 }
 
