@@ -6,6 +6,9 @@
 #                            and a warm function; rounds alternate a/b/c, medians reported.
 #   benches/load.sh cold     1 000 concurrent requests at a cold function with a 500 ms
 #                            start-up (cargo bench --bench cold_burst).
+#   benches/load.sh first    a real cold start end to end: a fresh axum example gateway,
+#                            one curl to the bundled hello-world (process start included),
+#                            then one warm curl; RUNS times (default 11), medians reported.
 #
 # Environment: DURATION per wrk run (default 10s), CONNECTIONS (64), ROUNDS (3).
 # Installs wrk from Debian's packages when missing.
@@ -16,7 +19,28 @@ mode=${1:-warm}
 if [ "$mode" = cold ]; then
   exec cargo bench --bench cold_burst
 fi
-[ "$mode" = warm ] || { echo "usage: $0 [warm|cold]" >&2; exit 2; }
+if [ "$mode" = first ]; then
+  RUNS=${RUNS:-11}
+  command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+  cargo build --release --example axum_gateway
+  BIN=target/release/examples/axum_gateway
+  PORT=18193
+  cold=() warm=()
+  for run in $(seq 1 "$RUNS"); do
+    "$BIN" --listen 127.0.0.1:$PORT </dev/null >/dev/null 2>&1 &
+    gw=$!
+    until curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; do sleep 0.05; done
+    c=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/function/hello-world")
+    w=$(curl -s -o /dev/null -w '%{time_total}' "http://127.0.0.1:$PORT/function/hello-world")
+    kill $gw; wait $gw 2>/dev/null || true
+    cold+=("$c") warm+=("$w")
+    awk -v r="$run" -v c="$c" -v w="$w" 'BEGIN { printf "run %2d: cold %.1f ms, warm %.1f ms\n", r, c*1000, w*1000 }'
+  done
+  med() { printf '%s\n' "$@" | sort -g | awk '{ v[NR]=$1 } END { print v[int((NR+1)/2)]*1000 }'; }
+  echo "median of $RUNS: cold $(med "${cold[@]}") ms, warm $(med "${warm[@]}") ms (curl time_total, new TCP connection each)"
+  exit 0
+fi
+[ "$mode" = warm ] || { echo "usage: $0 [warm|cold|first]" >&2; exit 2; }
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}

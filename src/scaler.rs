@@ -13,6 +13,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
@@ -180,7 +181,10 @@ impl FunctionScaler {
     /// The flight: everything that makes `function` ready, under the readiness deadline.
     async fn cold_start(self, function: FunctionId) -> Outcome {
         let started = Instant::now();
-        let deadline = started + self.inner.config.readiness_deadline;
+        // A deadline too far to represent means "about a century".
+        let deadline = started
+            .checked_add(self.inner.config.readiness_deadline)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut last_error = None;
         let outcome = timeout_at(deadline, self.bring_up(&function, &mut last_error)).await;
         match outcome {

@@ -252,3 +252,10 @@ async fn a_permanent_provider_error_fails_at_once_without_retries() {
         reply.body
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unrepresentably_long_deadline_still_works() {
+    let config = ScalingConfig::default().readiness_deadline(Duration::MAX);
+    let h = Harness::new(config).with_function("echo", FakeFunction::new().startup_delay(ms(200)));
+    assert_eq!(h.get("/function/echo").await.status, 200);
+}

@@ -127,6 +127,8 @@ enum Phase {
     Exited { status: String, was_ready: bool },
 }
 
+/// Readiness probes start 1 ms after the spawn and back off, doubling, to this interval: a
+/// fast process is seen within a millisecond or two, a slow one costs few probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl ProcessProvider {
@@ -284,6 +286,7 @@ async fn supervise(
 ) {
     let _lifeline = child.stdin.take();
     let mut ready = false;
+    let mut probe_every = Duration::from_millis(1);
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -297,7 +300,8 @@ async fn supervise(
                 let _ = child.kill().await;
                 return;
             }
-            _ = tokio::time::sleep(PROBE_INTERVAL), if !ready => {
+            _ = tokio::time::sleep(probe_every), if !ready => {
+                probe_every = (probe_every * 2).min(PROBE_INTERVAL);
                 if probe(addr, http_probe.as_deref()).await {
                     ready = true;
                     *phase.lock().unwrap() = Phase::Ready;
