@@ -5,38 +5,24 @@
 //!
 //! `cargo bench --bench held_memory`
 
-use std::convert::Infallible;
-use std::future::{poll_fn, ready, Future, Ready};
+#[path = "support/trivial.rs"]
+mod trivial;
+
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use tower::{Layer, Service};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
 use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+use trivial::Trivial;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
 const HELD: usize = 10_000;
-
-#[derive(Clone, Copy)]
-struct Trivial;
-
-impl Service<Request<()>> for Trivial {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
 
 fn main() {
     let _profiler = dhat::Profiler::builder().testing().build();

@@ -5,39 +5,23 @@
 //!
 //! `cargo bench --bench release`
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
+#[path = "support/trivial.rs"]
+mod trivial;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{Request, Response};
-use tower::{Layer, Service, ServiceExt};
+use http::Request;
+use tower::{Layer, ServiceExt};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
 use tower_scale_from_zero::{
     FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig, ServiceQueryResponse,
 };
+use trivial::Trivial;
 
 const HELD: usize = 10_000;
-
-#[derive(Clone, Copy)]
-struct Trivial;
-
-impl Service<Request<()>> for Trivial {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
 
 /// Holds `HELD` requests, pushes readiness, and returns push → last response.
 async fn one_release() -> Duration {

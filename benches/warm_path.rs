@@ -3,36 +3,19 @@
 //!
 //! `cargo bench --bench warm_path`
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
+#[path = "support/trivial.rs"]
+mod trivial;
+
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures::FutureExt;
-use http::{Request, Response, Uri};
+use http::{Request, Uri};
 use tower::{Layer, Service};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
 use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
-
-/// The cheapest possible inner service.
-#[derive(Clone, Copy)]
-struct Trivial;
-
-impl Service<Request<()>> for Trivial {
-    type Response = Response<()>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<()>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        ready(Ok(Response::new(())))
-    }
-}
+use trivial::Trivial;
 
 const FUNCTIONS: usize = 1_000;
 

@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use common::{Gateway, Options};
+use common::Gateway;
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
@@ -70,27 +70,8 @@ fn main() {
 }
 
 async fn serve(args: Vec<String>) {
-    tracing_subscriber::fmt().with_target(false).init();
-    let options = Options::parse(args.into_iter().skip(1)).unwrap_or_else(|message| {
-        eprintln!("{message}");
-        std::process::exit(2)
-    });
-    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
-        eprintln!("error: {message}");
-        std::process::exit(2)
-    });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1)
-        });
-    tracing::info!(
-        "axum gateway on http://{}  (try: curl -i http://{}/function/hello-world)",
-        options.listen,
-        options.listen
-    );
-    axum::serve(listener, router(Arc::new(gateway)))
+    let (_, gateway, listener) = common::start("axum gateway", args).await;
+    axum::serve(listener, router(gateway))
         .with_graceful_shutdown(common::shutdown_signal())
         .await
         .expect("server");

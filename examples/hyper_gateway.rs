@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, Options, ProxyBody};
+use common::{Gateway, ProxyBody};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -69,31 +69,12 @@ fn main() {
 }
 
 async fn serve(args: Vec<String>) {
-    tracing_subscriber::fmt().with_target(false).init();
-    let options = Options::parse(args.into_iter().skip(1)).unwrap_or_else(|message| {
-        eprintln!("{message}");
-        std::process::exit(2)
-    });
+    let (options, gateway, listener) = common::start("hyper gateway", args).await;
     if options.without_layer {
         eprintln!("--without-scale-from-zero is for axum_gateway's benchmarks only");
         std::process::exit(2);
     }
-    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
-        eprintln!("error: {message}");
-        std::process::exit(2)
-    });
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1)
-        });
-    tracing::info!(
-        "hyper gateway on http://{}  (try: curl -i http://{}/function/hello-world)",
-        options.listen,
-        options.listen
-    );
-    let service = service(Arc::new(gateway));
+    let service = service(gateway);
     let shutdown = common::shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -300,6 +300,34 @@ impl Gateway {
     }
 }
 
+/// The start of both example gateways: logs, options, gateway, listener. Exits with a clear
+/// message (status 2 for bad options, 1 when the address cannot be bound) on any error.
+pub async fn start(
+    name: &str,
+    args: Vec<String>,
+) -> (Options, Arc<Gateway>, tokio::net::TcpListener) {
+    tracing_subscriber::fmt().with_target(false).init();
+    let options = Options::parse(args.into_iter().skip(1)).unwrap_or_else(|message| {
+        eprintln!("{message}");
+        std::process::exit(2)
+    });
+    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        std::process::exit(2)
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1)
+        });
+    let listen = options.listen;
+    tracing::info!(
+        "{name} on http://{listen}  (try: curl -i http://{listen}/function/hello-world)"
+    );
+    (options, Arc::new(gateway), listener)
+}
+
 /// Resolves on Ctrl-C or SIGTERM: a graceful stop drops the provider, which stops the
 /// function processes.
 pub async fn shutdown_signal() {
