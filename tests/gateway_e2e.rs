@@ -266,6 +266,73 @@ async fn the_hyper_gateway_serves_a_cold_start_too() {
     );
 }
 
+/// Whether something accepts connections at `addr`, within `patience`.
+async fn accepts_within(addr: SocketAddr, patience: Duration) -> bool {
+    let until = Instant::now() + patience;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `addr` stops accepting connections within `patience`.
+async fn closes_within(addr: SocketAddr, patience: Duration) -> bool {
+    let until = Instant::now() + patience;
+    while Instant::now() < until {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+async fn the_process_provider_stops_processes_on_scale_to_zero_and_on_drop() {
+    use tower_scale_from_zero::ServiceQuery;
+    let provider = ProcessProvider::new();
+    let id = tower_scale_from_zero::FunctionId::new("hello-world", "local").unwrap();
+    // Ready only once `GET /` answers, not merely when the port is open.
+    provider.add_function(&id, function("hello-world", 0).http_probe("/"));
+
+    provider.set_replicas(&id, 1).await.unwrap();
+    let mut waited = 0;
+    while provider.upstream(&id).is_none() {
+        assert!(waited < 500, "not ready within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    let first = provider.upstream(&id).unwrap();
+    let state = provider.get_replicas(&id).await.unwrap();
+    assert_eq!((state.desired_replicas, state.available_replicas), (1, 1));
+    assert!(accepts_within(first, Duration::from_secs(1)).await);
+
+    provider.set_replicas(&id, 0).await.unwrap();
+    assert!(
+        closes_within(first, Duration::from_secs(5)).await,
+        "set_replicas(0) stops it"
+    );
+    let state = provider.get_replicas(&id).await.unwrap();
+    assert_eq!((state.desired_replicas, state.available_replicas), (0, 0));
+    assert_eq!(provider.upstream(&id), None);
+
+    provider.set_replicas(&id, 1).await.unwrap();
+    while provider.upstream(&id).is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = provider.upstream(&id).unwrap();
+    assert_eq!(provider.starts(), 2);
+    drop(provider);
+    assert!(
+        closes_within(second, Duration::from_secs(5)).await,
+        "no child outlives the provider"
+    );
+}
+
 async fn gateway_options_are_checked_with_clear_messages() {
     let o = Options::parse(Vec::<String>::new()).unwrap();
     assert_eq!(
@@ -313,13 +380,14 @@ fn main() {
         return;
     }
     // Streaming first: it reads the process's peak memory.
-    let tests: [Test; 7] = tests![
+    let tests: [Test; 8] = tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
         a_function_that_exits_at_once_gives_502_quickly,
         in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call,
         the_hyper_gateway_serves_a_cold_start_too,
+        the_process_provider_stops_processes_on_scale_to_zero_and_on_drop,
         gateway_options_are_checked_with_clear_messages,
     ];
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
