@@ -5,19 +5,15 @@
 //!
 //! `cargo bench --bench held_memory`
 
-#[path = "support/trivial.rs"]
-mod trivial;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::future::{poll_fn, Future};
-use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use http::Request;
-use tower::{Layer, Service};
-use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
-use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
-use trivial::Trivial;
+use support::HeldFunction;
+use tower::Service;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -31,18 +27,11 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let id = FunctionId::new("echo", "openfaas-fn").unwrap();
-        let provider = Arc::new(InMemoryProvider::new());
-        provider.add_function(
-            &id,
-            FakeFunction::new().startup_delay(Duration::from_secs(3_600)),
-        );
-        let hour = Duration::from_secs(3_600);
-        let config = ScalingConfig::default()
-            .poll_interval(hour)
-            .readiness_deadline(hour);
-        let scaler = FunctionScaler::new(provider, config);
-        let mut service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
+        let HeldFunction {
+            scaler,
+            mut service,
+            ..
+        } = HeldFunction::new();
 
         let requests: Vec<_> = (0..HELD)
             .map(|_| Request::get("/function/echo").body(()).unwrap())

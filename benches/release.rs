@@ -5,8 +5,8 @@
 //!
 //! `cargo bench --bench release`
 
-#[path = "support/trivial.rs"]
-mod trivial;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,29 +14,20 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Request;
-use tower::{Layer, ServiceExt};
-use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
-use tower_scale_from_zero::{
-    FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig, ServiceQueryResponse,
-};
-use trivial::Trivial;
+use support::HeldFunction;
+use tower::ServiceExt;
+use tower_scale_from_zero::ServiceQueryResponse;
 
 const HELD: usize = 10_000;
 
 /// Holds `HELD` requests, pushes readiness, and returns push → last response.
 async fn one_release() -> Duration {
-    let id = FunctionId::new("echo", "openfaas-fn").unwrap();
-    let provider = Arc::new(InMemoryProvider::new());
-    provider.add_function(
-        &id,
-        FakeFunction::new().startup_delay(Duration::from_secs(3_600)),
-    );
-    let hour = Duration::from_secs(3_600);
-    let config = ScalingConfig::default()
-        .poll_interval(hour)
-        .readiness_deadline(hour);
-    let scaler = FunctionScaler::new(provider.clone(), config);
-    let service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
+    let HeldFunction {
+        id,
+        provider,
+        scaler,
+        service,
+    } = HeldFunction::new();
 
     let base = Instant::now();
     let last = Arc::new(AtomicU64::new(0));

@@ -3,8 +3,8 @@
 //!
 //! `cargo bench --bench warm_path`
 
-#[path = "support/trivial.rs"]
-mod trivial;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use futures::FutureExt;
 use http::{Request, Uri};
+use support::Trivial;
 use tower::{Layer, Service};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
 use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
-use trivial::Trivial;
 
 const FUNCTIONS: usize = 1_000;
 

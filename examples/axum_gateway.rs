@@ -60,13 +60,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response 
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if common::run_function_if_asked(&args) {
-        return;
-    }
-    tokio::runtime::Runtime::new()
-        .expect("tokio runtime")
-        .block_on(serve(args));
+    common::main(serve);
 }
 
 async fn serve(args: Vec<String>) {

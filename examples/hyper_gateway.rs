@@ -59,13 +59,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody>
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if common::run_function_if_asked(&args) {
-        return;
-    }
-    tokio::runtime::Runtime::new()
-        .expect("tokio runtime")
-        .block_on(serve(args));
+    common::main(serve);
 }
 
 async fn serve(args: Vec<String>) {

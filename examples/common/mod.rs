@@ -300,6 +300,17 @@ impl Gateway {
     }
 }
 
+/// Both examples' `main`: function mode when asked for it, else `serve` on a Tokio runtime.
+pub fn main<F: std::future::Future>(serve: impl FnOnce(Vec<String>) -> F) {
+    let args: Vec<String> = std::env::args().collect();
+    if run_function_if_asked(&args) {
+        return;
+    }
+    tokio::runtime::Runtime::new()
+        .expect("tokio runtime")
+        .block_on(serve(args));
+}
+
 /// The start of both example gateways: logs, options, gateway, listener. Exits with a clear
 /// message (status 2 for bad options, 1 when the address cannot be bound) on any error.
 pub async fn start(
