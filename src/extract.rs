@@ -85,6 +85,8 @@ impl<'a> Target<'a> {
 pub struct OpenFaasPath {
     prefix: Cow<'static, str>,
     default_namespace: Cow<'static, str>,
+    // Checked once when set: configuration, but not trusted to be a valid label.
+    default_namespace_valid: bool,
 }
 
 impl OpenFaasPath {
@@ -93,6 +95,7 @@ impl OpenFaasPath {
         Self {
             prefix: Cow::Borrowed("/function/"),
             default_namespace: Cow::Borrowed("openfaas-fn"),
+            default_namespace_valid: true,
         }
     }
 
@@ -110,6 +113,9 @@ impl OpenFaasPath {
     /// Sets the namespace used when a path names none.
     pub fn default_namespace(mut self, namespace: impl Into<Cow<'static, str>>) -> Self {
         self.default_namespace = namespace.into();
+        self.default_namespace_valid = FunctionRef::new("x", &self.default_namespace)
+            .validate()
+            .is_ok();
         self
     }
 }
@@ -140,18 +146,31 @@ impl<B> ExtractFunction<B> for OpenFaasPath {
                 _ => label_bytes &= crate::function::is_label_byte(b),
             }
         }
-        // Both indices are at ASCII bytes, so the slices fall on character boundaries.
-        let (name, namespace) = match dot {
-            Some(dot) if dot + 1 < end => (&rest[..dot], &rest[dot + 1..end]),
-            Some(dot) => (&rest[..dot], &*self.default_namespace),
-            None => (&rest[..end], &*self.default_namespace),
+        // Both indices are at ASCII bytes, so the slices fall on character boundaries. The
+        // loop checked every byte of a namespace from the path; the default one was checked
+        // when it was set.
+        let (name, namespace, namespace_ok) = match dot {
+            Some(dot) if dot + 1 < end => {
+                let namespace = &rest[dot + 1..end];
+                (
+                    &rest[..dot],
+                    namespace,
+                    crate::function::is_label_shaped(namespace),
+                )
+            }
+            Some(dot) => (
+                &rest[..dot],
+                &*self.default_namespace,
+                self.default_namespace_valid,
+            ),
+            None => (
+                &rest[..end],
+                &*self.default_namespace,
+                self.default_namespace_valid,
+            ),
         };
         let mut target = Target::new(name, namespace);
-        // The default namespace is checked too: it is configuration, not trusted input.
-        target.validated = label_bytes
-            && crate::function::is_label_shaped(name)
-            && crate::function::is_label_shaped(namespace)
-            && namespace.bytes().all(crate::function::is_label_byte);
+        target.validated = label_bytes && namespace_ok && crate::function::is_label_shaped(name);
         Some(target)
     }
 }
@@ -231,6 +250,17 @@ mod tests {
         assert_eq!(extract(&e, "/functions/echo"), None);
         assert_eq!(extract(&e, "/function"), None);
         assert_eq!(extract(&e, "/"), None);
+    }
+
+    #[test]
+    fn an_invalid_default_namespace_is_not_taken_as_validated() {
+        let req = Request::get("/function/echo").body(()).unwrap();
+        let bad = OpenFaasPath::new().default_namespace("Not_Valid");
+        assert!(bad.extract(&req).unwrap().validate().is_err());
+        let good = OpenFaasPath::new().default_namespace("team-a");
+        assert!(good.extract(&req).unwrap().validated);
+        let from_path = Request::get("/function/echo.dev").body(()).unwrap();
+        assert!(good.extract(&from_path).unwrap().validated);
     }
 
     #[test]
