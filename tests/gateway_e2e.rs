@@ -75,6 +75,25 @@ async fn get(client: &Client_, url: String) -> (StatusCode, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// `n` concurrent GETs; `url(i)` is request `i`'s URL. Answers in request order.
+async fn concurrent_gets(
+    client: &Client_,
+    n: usize,
+    url: impl Fn(usize) -> String,
+) -> Vec<(StatusCode, String)> {
+    let requests: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), url(i));
+            tokio::spawn(async move { get(&client, url).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for request in requests {
+        answers.push(request.await.unwrap());
+    }
+    answers
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -129,16 +148,11 @@ async fn two_hundred_concurrent_requests_start_exactly_one_process() {
     let addr = serve_axum(gateway).await;
     let client = client();
     let started = Instant::now();
-    let requests: Vec<_> = (0..200)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                get(&client, format!("http://{addr}/function/hello-world/{i}")).await
-            })
-        })
-        .collect();
-    for (i, request) in requests.into_iter().enumerate() {
-        let (status, body) = request.await.unwrap();
+    let answers = concurrent_gets(&client, 200, |i| {
+        format!("http://{addr}/function/hello-world/{i}")
+    })
+    .await;
+    for (i, (status, body)) in answers.into_iter().enumerate() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body,
@@ -201,16 +215,11 @@ async fn in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call() {
     let gateway = Arc::new(Gateway::from_options(&options).unwrap());
     let addr = serve_axum(gateway).await;
     let client = client();
-    let requests: Vec<_> = (0..20)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                get(&client, format!("http://{addr}/function/echo/run?x=1")).await
-            })
-        })
-        .collect();
-    for request in requests {
-        let (status, body) = request.await.unwrap();
+    let answers = concurrent_gets(&client, 20, |_| {
+        format!("http://{addr}/function/echo/run?x=1")
+    })
+    .await;
+    for (status, body) in answers {
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             body,

@@ -270,12 +270,14 @@ impl Gateway {
             .query()
             .map(|q| format!("?{q}"))
             .unwrap_or_default();
+        // A function reached directly sees the rest of the path ("/" when there is none).
+        let direct = |addr: SocketAddr| {
+            let path = if rest.is_empty() { "/" } else { rest };
+            format!("http://{addr}{path}{query}")
+        };
         let upstream = match &self.backend {
             Backend::Local(provider) => match provider.upstream(&id) {
-                Some(addr) => format!(
-                    "http://{addr}{}{query}",
-                    if rest.is_empty() { "/" } else { rest }
-                ),
+                Some(addr) => direct(addr),
                 None => {
                     return text(
                         StatusCode::BAD_GATEWAY,
@@ -283,10 +285,7 @@ impl Gateway {
                     )
                 }
             },
-            Backend::Static(addr) => format!(
-                "http://{addr}{}{query}",
-                if rest.is_empty() { "/" } else { rest }
-            ),
+            Backend::Static(addr) => direct(*addr),
             Backend::OpenFaas { base } => format!(
                 "{base}/function/{}.{}{rest}{query}",
                 id.name(),
