@@ -22,7 +22,10 @@ fn cold_cycle(c: &mut Criterion) {
     let provider = Arc::new(InMemoryProvider::new());
     provider.add_function(&id, FakeFunction::new());
     let config = ScalingConfig::default();
-    let cache = Arc::new(TtlCache::new(config.cache_ttl, config.cache_capacity));
+    let cache = Arc::new(TtlCache::new(
+        config.get_cache_ttl(),
+        config.get_cache_capacity(),
+    ));
     let scaler = FunctionScaler::with_cache(provider.clone(), cache.clone(), config);
 
     let mut group = c.benchmark_group("cold_cycle");

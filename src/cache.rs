@@ -1,6 +1,9 @@
 //! The replica-state cache: the [`FunctionCacher`] trait and its default, [`TtlCache`].
 
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -22,6 +25,11 @@ pub trait FunctionCacher: Send + Sync + 'static {
 
     /// Forgets `function`.
     fn invalidate(&self, function: FunctionRef<'_>);
+
+    /// How many entries the cacher holds, if it counts them. The default says `None`.
+    fn entry_count(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
@@ -36,14 +44,19 @@ impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
     fn invalidate(&self, function: FunctionRef<'_>) {
         (**self).invalidate(function);
     }
+
+    fn entry_count(&self) -> Option<usize> {
+        (**self).entry_count()
+    }
 }
 
 /// The default [`FunctionCacher`]: entries expire `ttl` after they were written, and the cache
 /// holds about `capacity` entries at most (a few more under concurrent writes).
 ///
-/// When full, it first drops expired entries, then an arbitrary one: function names come from
-/// untrusted URLs, so memory must not grow with them. Uses `tokio::time::Instant`, so paused
-/// test time applies.
+/// When full, a new entry replaces an old one in O(1) amortised time: an expired one among the
+/// few oldest-inserted, else the oldest. Function names
+/// come from untrusted URLs, so neither memory nor the cost of an insert may grow with them.
+/// Uses `tokio::time::Instant`, so paused test time applies.
 pub struct TtlCache {
     map: TtlMap<ServiceQueryResponse>,
 }
@@ -89,7 +102,15 @@ impl FunctionCacher for TtlCache {
     fn invalidate(&self, function: FunctionRef<'_>) {
         self.map.remove(function);
     }
+
+    fn entry_count(&self) -> Option<usize> {
+        Some(self.len())
+    }
 }
+
+/// How many of the oldest-inserted entries an eviction looks at for an expired one before it
+/// takes the oldest: bounds the work of one insert into a full map.
+const EVICTION_SAMPLE: usize = 8;
 
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
 /// cache.
@@ -98,6 +119,12 @@ pub(crate) struct TtlMap<V> {
     // matters on the warm path; names are validated DNS labels of at most 63 bytes.
     // Each entry holds the instant it expires: a hit costs one clock read and one comparison.
     entries: DashMap<FunctionId, (Instant, V), foldhash::fast::RandomState>,
+    // Keys in insertion order, for eviction. It may hold keys removed since (skipped when
+    // met) and is compacted when it grows past twice the capacity. Only inserts of new keys
+    // and evictions take this lock; look-ups and updates of present keys never do.
+    order: Mutex<VecDeque<FunctionId>>,
+    // Counted here: `DashMap::len` locks every shard.
+    len: AtomicUsize,
     ttl: Duration,
     capacity: usize,
 }
@@ -106,6 +133,8 @@ impl<V: Clone> TtlMap<V> {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            order: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
             ttl,
             capacity,
         }
@@ -121,36 +150,84 @@ impl<V: Clone> TtlMap<V> {
         if self.capacity == 0 {
             return;
         }
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(function) {
-            self.make_room();
-        }
         let now = Instant::now();
         // A TTL too long to represent means "never expires" (about a century).
         let expires = now
             .checked_add(self.ttl)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        self.entries.insert(function.clone(), (expires, value));
+        // The common case, a refresh of a present key: no eviction, no ring.
+        if let Some(mut entry) = self
+            .entries
+            .get_mut(&function.as_function_ref() as &dyn Key)
+        {
+            *entry = (expires, value);
+            return;
+        }
+        if self.len.load(Ordering::Relaxed) >= self.capacity {
+            self.evict_one(now);
+        }
+        if self
+            .entries
+            .insert(function.clone(), (expires, value))
+            .is_none()
+        {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+            order.push_back(function.clone());
+            if order.len() >= self.capacity.saturating_mul(2).max(64) {
+                // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
+                let mut seen = HashSet::with_capacity(order.len());
+                order.retain(|key| {
+                    self.entries.contains_key(key as &dyn Key) && seen.insert(key.clone())
+                });
+            }
+        }
     }
 
     pub(crate) fn remove(&self, function: FunctionRef<'_>) {
-        self.entries.remove(&function as &dyn Key);
+        if self.entries.remove(&function as &dyn Key).is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len.load(Ordering::Relaxed)
     }
 
-    fn make_room(&self) {
-        let now = Instant::now();
-        self.entries.retain(|_, (expires, _)| now < *expires);
-        while self.entries.len() >= self.capacity {
-            // Take the key first: no guard may be alive while the map is written.
-            let victim = self.entries.iter().next().map(|e| e.key().clone());
-            match victim {
-                Some(key) => {
-                    self.entries.remove(&key);
+    /// Removes one entry: the first expired one among the few oldest-inserted, else the
+    /// oldest. A bounded number of steps, each O(1), plus the keys removed since they were
+    /// queued (each dropped from the ring once).
+    fn evict_one(&self, now: Instant) {
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let mut victim = None;
+            let mut index = 0;
+            while index < order.len() && index < EVICTION_SAMPLE {
+                // Copy what is needed out of the guard: no guard may live while the map is
+                // written.
+                let expired = self
+                    .entries
+                    .get(&order[index] as &dyn Key)
+                    .map(|entry| now >= entry.0);
+                match expired {
+                    // Removed since it was queued: drop it from the ring.
+                    None => {
+                        order.remove(index);
+                        continue;
+                    }
+                    Some(true) => {
+                        victim = Some(index);
+                        break;
+                    }
+                    Some(false) => index += 1,
                 }
-                None => break,
+            }
+            let Some(key) = order.remove(victim.unwrap_or(0)) else {
+                return;
+            };
+            if self.entries.remove(&key as &dyn Key).is_some() {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                return;
             }
         }
     }
@@ -213,6 +290,32 @@ mod tests {
         let cache = TtlCache::new(Duration::MAX, 10);
         cache.set(&id("a"), ServiceQueryResponse::new(1, 1));
         assert!(cache.get(FunctionRef::new("a", "fn")).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_cache_keeps_recently_inserted_entries() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        for i in 0..100 {
+            cache.set(&id(&format!("f{i}")), ServiceQueryResponse::new(1, 1));
+            assert!(cache.len() <= 10, "{}", cache.len());
+        }
+        // Oldest first: the last few inserted are all there.
+        for i in 95..100 {
+            assert!(cache
+                .get(FunctionRef::new(&format!("f{i}"), "fn"))
+                .is_some());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn invalidate_and_reinsert_does_not_grow_the_ring() {
+        let cache = TtlCache::new(Duration::from_secs(60), 4);
+        for _ in 0..10_000 {
+            cache.set(&id("a"), ServiceQueryResponse::new(1, 1));
+            cache.invalidate(FunctionRef::new("a", "fn"));
+        }
+        assert!(cache.map.order.lock().unwrap().len() <= 64);
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -9,9 +9,16 @@
 //! | hold queue full | 503 + `Retry-After` |
 //! | not ready within the deadline | 504 |
 //! | provider code panicked | 500 |
+//! | cold start interrupted (its runtime shut down twice in a row) | 503 + `Retry-After` |
 //!
 //! Every error response carries the [`ScaleError`] as a response extension, whichever
 //! responder built it, so outer layers (metrics, logging) can read it.
+//!
+//! The [`Display`](fmt::Display) text of a [`ScaleError`] is for logs: it includes the
+//! provider's own error text. Clients get [`ScaleError::public_message`], which names the
+//! function and the kind of failure only, unless the responder opts in with
+//! [`DefaultResponder::expose_provider_errors`]. [`ErrorChain`] prints an error with its whole
+//! cause chain, as the scaler's own log lines do.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -62,6 +69,11 @@ enum Repr {
     },
     #[error("provider code panicked while starting function {0}")]
     Panicked(FunctionId),
+    #[error("the cold start of function {function} was interrupted (its runtime shut down)")]
+    Interrupted {
+        function: FunctionId,
+        retry_after: Duration,
+    },
 }
 
 /// The class of a [`ScaleError`], one per response status.
@@ -82,6 +94,9 @@ pub enum ErrorKind {
     NotReady,
     /// Provider code panicked (500).
     Panicked,
+    /// The task running the cold start was cancelled, twice in a row: its runtime is
+    /// shutting down (503).
+    Interrupted,
 }
 
 impl ScaleError {
@@ -137,6 +152,13 @@ impl ScaleError {
         Self::new(Repr::Panicked(function))
     }
 
+    pub(crate) fn interrupted(function: FunctionId, retry_after: Duration) -> Self {
+        Self::new(Repr::Interrupted {
+            function,
+            retry_after,
+        })
+    }
+
     /// The class of failure.
     pub fn kind(&self) -> ErrorKind {
         match &*self.repr {
@@ -147,6 +169,7 @@ impl ScaleError {
             Repr::Overloaded { .. } => ErrorKind::Overloaded,
             Repr::NotReady { .. } => ErrorKind::NotReady,
             Repr::Panicked(_) => ErrorKind::Panicked,
+            Repr::Interrupted { .. } => ErrorKind::Interrupted,
         }
     }
 
@@ -159,6 +182,7 @@ impl ScaleError {
             | Repr::Provider { function, .. }
             | Repr::ScaleFailed { function, .. }
             | Repr::Overloaded { function, .. }
+            | Repr::Interrupted { function, .. }
             | Repr::NotReady { function, .. } => Some(function),
         }
     }
@@ -178,17 +202,53 @@ impl ScaleError {
             ErrorKind::InvalidFunction => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Provider | ErrorKind::ScaleFailed => StatusCode::BAD_GATEWAY,
-            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NotReady => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// When the client may try again (for a full hold queue).
+    /// When the client may try again (503 answers).
     pub fn retry_after(&self) -> Option<Duration> {
         match &*self.repr {
-            Repr::Overloaded { retry_after, .. } => Some(*retry_after),
+            Repr::Overloaded { retry_after, .. } | Repr::Interrupted { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
+        }
+    }
+
+    /// How long the request waited before this answer, for 504 (`None` otherwise).
+    pub fn waited(&self) -> Option<Duration> {
+        match &*self.repr {
+            Repr::NotReady { waited, .. } => Some(*waited),
+            _ => None,
+        }
+    }
+
+    /// One line for a client: names the function and the kind of failure, without the
+    /// provider's own error text (which may describe internals). The
+    /// [`Display`](fmt::Display) text, for logs, has it.
+    pub fn public_message(&self) -> String {
+        match &*self.repr {
+            Repr::Provider { function, source } => {
+                format!(
+                    "provider error for function {function}: {}",
+                    source.summary()
+                )
+            }
+            Repr::ScaleFailed {
+                function,
+                attempts,
+                source,
+            } => format!(
+                "could not scale function {function} after {attempts} attempts: {}",
+                source.summary()
+            ),
+            Repr::NotReady {
+                function, waited, ..
+            } => format!("function {function} not ready after {}", Millis(*waited)),
+            _ => self.to_string(),
         }
     }
 }
@@ -253,13 +313,45 @@ where
 }
 
 /// The default responder: [`ScaleError::status`], a one-line `text/plain` body that names the
-/// function and the cause, and `Retry-After` (whole seconds, at least 1) on 503.
+/// function and the kind of failure ([`ScaleError::public_message`]), and `Retry-After`
+/// (whole seconds, at least 1) on 503.
+///
+/// ```
+/// use tower_scale_from_zero::DefaultResponder;
+///
+/// // Show the provider's own error text to clients (a trusted, internal gateway).
+/// let responder = DefaultResponder::new().expose_provider_errors(true);
+/// # let _ = responder;
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DefaultResponder;
+pub struct DefaultResponder {
+    expose_provider_errors: bool,
+}
+
+impl DefaultResponder {
+    /// Bodies without the provider's own error text.
+    pub const fn new() -> Self {
+        Self {
+            expose_provider_errors: false,
+        }
+    }
+
+    /// Whether 502 and 504 bodies include the provider's own error text (off by default:
+    /// it may describe internals, and clients are untrusted).
+    pub const fn expose_provider_errors(mut self, expose: bool) -> Self {
+        self.expose_provider_errors = expose;
+        self
+    }
+}
 
 impl ErrorResponder for DefaultResponder {
     fn respond(&self, error: &ScaleError) -> Response<Bytes> {
-        let mut response = Response::new(Bytes::from(format!("{error}\n")));
+        let text = if self.expose_provider_errors {
+            error.to_string()
+        } else {
+            error.public_message()
+        };
+        let mut response = Response::new(Bytes::from(format!("{text}\n")));
         *response.status_mut() = error.status();
         let headers = response.headers_mut();
         headers.insert(
@@ -267,7 +359,9 @@ impl ErrorResponder for DefaultResponder {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         if let Some(after) = error.retry_after() {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            let secs = after
+                .as_secs()
+                .saturating_add(u64::from(after.subsec_nanos() > 0));
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
@@ -280,6 +374,47 @@ pub(crate) struct Millis(pub(crate) Duration);
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
+/// Displays an error followed by each of its causes (`a: b: c`), skipping a cause whose text
+/// the line already holds (errors that print their source as part of their own message).
+///
+/// ```
+/// use tower_scale_from_zero::error::ErrorChain;
+/// use tower_scale_from_zero::QueryError;
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let err = QueryError::with_source("cannot reach the provider", io);
+/// assert_eq!(
+///     ErrorChain(&err).to_string(),
+///     "cannot reach the provider: connection refused"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = self.0.to_string();
+        let mut next = self.0.source();
+        // Bounded: a cyclic or absurdly deep chain must not spin a log call.
+        for _ in 0..16 {
+            let Some(cause) = next else { break };
+            let text = cause.to_string();
+            if !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -306,15 +441,16 @@ mod tests {
     fn default_responder_bodies_are_one_line_and_name_the_function() {
         let errors = [
             ScaleError::not_found(id()),
-            ScaleError::provider(id(), QueryError::provider("down")),
+            ScaleError::provider(id(), QueryError::provider("down at 10.0.0.7")),
             ScaleError::scale_failed(id(), 20, QueryError::provider("quota")),
             ScaleError::overloaded(id(), "per-function", 10, Duration::from_millis(1500)),
             ScaleError::not_ready(id(), Duration::from_secs(60), None),
             ScaleError::panicked(id()),
+            ScaleError::interrupted(id(), Duration::from_secs(1)),
         ];
-        let statuses = [404, 502, 502, 503, 504, 500];
+        let statuses = [404, 502, 502, 503, 504, 500, 503];
         for (err, status) in errors.iter().zip(statuses) {
-            let resp = DefaultResponder.respond(err);
+            let resp = DefaultResponder::new().respond(err);
             assert_eq!(resp.status().as_u16(), status);
             let body = std::str::from_utf8(resp.body()).unwrap();
             assert!(body.contains("echo.fn"), "{body}");
@@ -324,7 +460,32 @@ mod tests {
                 "text/plain; charset=utf-8"
             );
         }
-        let busy = DefaultResponder.respond(&errors[3]);
+        let busy = DefaultResponder::new().respond(&errors[3]);
         assert_eq!(busy.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn provider_text_reaches_clients_only_when_opted_in() {
+        let err = ScaleError::provider(id(), QueryError::provider("down at 10.0.0.7"));
+        let body = |r: Response<Bytes>| String::from_utf8(r.body().to_vec()).unwrap();
+        let hidden = body(DefaultResponder::new().respond(&err));
+        assert_eq!(
+            hidden,
+            "provider error for function echo.fn: the provider call failed\n"
+        );
+        let shown = body(
+            DefaultResponder::new()
+                .expose_provider_errors(true)
+                .respond(&err),
+        );
+        assert!(shown.contains("down at 10.0.0.7"), "{shown}");
+        assert!(err.to_string().contains("down at 10.0.0.7"), "logs keep it");
+    }
+
+    #[test]
+    fn a_huge_retry_after_saturates() {
+        let err = ScaleError::overloaded(id(), "total", 1, Duration::MAX);
+        let resp = DefaultResponder::new().respond(&err);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], u64::MAX.to_string());
     }
 }

@@ -37,8 +37,10 @@
 //!
 //! # Parts
 //!
-//! - [`middleware`]: [`ScaleFromZeroLayer`], [`ScaleFromZero`], [`ResponseFuture`].
-//! - [`scaler`]: [`FunctionScaler`], the algorithm without HTTP, and [`ReadinessNotifier`].
+//! - [`middleware`]: [`ScaleFromZeroLayer`], [`ScaleFromZero`], [`ResponseFuture`], and the
+//!   [`ColdStart`] request extension.
+//! - [`scaler`]: [`FunctionScaler`], the algorithm without HTTP, its [`ScalerBuilder`], and
+//!   [`ReadinessNotifier`].
 //! - [`query`]: the platform interface [`ServiceQuery`] and [`ServiceQueryResponse`].
 //! - [`cache`]: [`FunctionCacher`] and its default [`TtlCache`].
 //! - [`single_flight`]: [`SingleFlight`], one computation per key, cancellation-safe.
@@ -86,10 +88,14 @@ pub use cache::{FunctionCacher, TtlCache};
 pub use config::ScalingConfig;
 pub use error::{DefaultResponder, ErrorKind, ErrorResponder, ScaleError};
 pub use function::{FunctionId, FunctionRef, InvalidFunction};
-pub use middleware::{ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
+pub use middleware::{ColdStart, ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
 pub use query::{QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
-pub use scaler::{FunctionScaler, ReadinessNotifier};
+pub use scaler::{FunctionScaler, ReadinessNotifier, ScalerBuilder};
 pub use single_flight::{FlightError, SingleFlight};
+
+/// Re-exported so that providers need no dependency of their own to implement
+/// [`ServiceQuery`].
+pub use async_trait::async_trait;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

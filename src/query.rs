@@ -106,9 +106,12 @@ impl ServiceQueryResponse {
         self
     }
 
-    /// Whether at least one replica can serve.
+    /// Whether requests may be forwarded: the platform wants at least one replica
+    /// (`desired_replicas > 0`) and at least one is available. A state with desired 0 and a
+    /// replica still available is a scale-down in progress: not ready, and it leads to a
+    /// scale-up.
     pub const fn is_ready(&self) -> bool {
-        self.available_replicas > 0
+        self.desired_replicas > 0 && self.available_replicas > 0
     }
 
     /// The replica count a cold start asks for: the minimum, at least 1, never above the
@@ -133,7 +136,10 @@ struct Inner {
     message: String,
     status: Option<http::StatusCode>,
     permanent: bool,
-    source: Option<Box<dyn StdError + Send + Sync>>,
+    // `from_source`: the message is the source's own text, so the chain skips one level.
+    message_is_source: bool,
+    // Shared, so that `with_status`/`permanent` on a shared error keep the cause.
+    source: Option<Arc<dyn StdError + Send + Sync>>,
 }
 
 /// The broad class of a [`QueryError`].
@@ -157,13 +163,15 @@ impl QueryError {
                 status: None,
                 permanent: false,
                 source: None,
+                message_is_source: true,
             }),
         }
     }
 
-    /// The function does not exist on the platform.
-    pub fn not_found() -> Self {
-        Self::build(QueryErrorKind::NotFound, "function not found".into())
+    /// The function does not exist on the platform; `message` says how the provider knows
+    /// (for logs, e.g. "no Deployment" or "not labelled as a function").
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::build(QueryErrorKind::NotFound, message.into())
     }
 
     /// A provider failure described by `message`.
@@ -171,11 +179,27 @@ impl QueryError {
         Self::build(QueryErrorKind::Provider, message.into())
     }
 
-    /// A provider failure caused by `source` (a transport or decoding error).
+    /// A provider failure caused by `source` (a transport or decoding error). The error
+    /// displays as `source` does, and its [`source`](StdError::source) chain continues with
+    /// `source`'s own causes, so logs that walk the chain see each cause once (hyper's
+    /// `client error (Connect)`, then `tcp connect error`, then `Connection refused`).
     pub fn from_source(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        let source = source.into();
+        let source: Arc<dyn StdError + Send + Sync> = Arc::from(source.into());
         let mut err = Self::build(QueryErrorKind::Provider, source.to_string());
         Arc::get_mut(&mut err.inner).expect("freshly built").source = Some(source);
+        err
+    }
+
+    /// A provider failure described by `message` and caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        let source: Arc<dyn StdError + Send + Sync> = Arc::from(source.into());
+        let mut err = Self::build(QueryErrorKind::Provider, message.into());
+        let inner = Arc::get_mut(&mut err.inner).expect("freshly built");
+        inner.source = Some(source);
+        inner.message_is_source = false;
         err
     }
 
@@ -208,7 +232,8 @@ impl QueryError {
                 message: inner.message.clone(),
                 status: inner.status,
                 permanent: inner.permanent,
-                source: None,
+                source: inner.source.clone(),
+                message_is_source: inner.message_is_source,
             });
         }
         change(Arc::get_mut(&mut self.inner).expect("unique"));
@@ -239,6 +264,28 @@ impl QueryError {
     pub fn status(&self) -> Option<http::StatusCode> {
         self.inner.status
     }
+
+    /// Whether this failure was marked [`permanent`](Self::permanent).
+    pub fn is_permanent(&self) -> bool {
+        self.inner.permanent
+    }
+
+    /// The provider's own description of the failure (without the status).
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// What kind of failure this is, in words fit for a client: the provider's own text is
+    /// left out (it may describe internals).
+    pub fn summary(&self) -> String {
+        match (self.inner.kind, self.inner.status) {
+            (QueryErrorKind::NotFound, _) => "the function does not exist".into(),
+            (QueryErrorKind::Timeout, _) => "the provider did not answer in time".into(),
+            (_, Some(status)) => format!("the provider answered {status}"),
+            (_, None) if self.inner.source.is_some() => "the provider could not be reached".into(),
+            (_, None) => "the provider call failed".into(),
+        }
+    }
 }
 
 impl fmt::Debug for QueryError {
@@ -263,10 +310,12 @@ impl fmt::Display for QueryError {
 
 impl StdError for QueryError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.inner
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn StdError + 'static))
+        let source = self.inner.source.as_deref()?;
+        if self.inner.message_is_source {
+            source.source()
+        } else {
+            Some(source as &(dyn StdError + 'static))
+        }
     }
 }
 
@@ -299,5 +348,52 @@ mod tests {
             "provider answered 401 Unauthorized: bad credentials"
         );
         assert!(!err.is_not_found());
+    }
+
+    #[test]
+    fn a_scale_down_in_progress_is_not_ready() {
+        assert!(!ServiceQueryResponse::new(0, 1).is_ready());
+        assert!(!ServiceQueryResponse::new(1, 0).is_ready());
+        assert!(ServiceQueryResponse::new(1, 1).is_ready());
+    }
+
+    #[derive(Debug)]
+    struct Leaf;
+    impl fmt::Display for Leaf {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Connection refused")
+        }
+    }
+    impl StdError for Leaf {}
+
+    #[derive(Debug)]
+    struct Top(Leaf);
+    impl fmt::Display for Top {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+    impl StdError for Top {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn the_cause_survives_sharing_and_changes() {
+        let err = QueryError::from_source(Top(Leaf));
+        let shared = err.clone();
+        let changed = shared
+            .with_status(http::StatusCode::BAD_GATEWAY)
+            .permanent();
+        for e in [&err, &changed] {
+            assert_eq!(e.message(), "client error (Connect)");
+            assert_eq!(e.source().unwrap().to_string(), "Connection refused");
+        }
+        assert!(changed.is_permanent() && !err.is_permanent());
+        assert_eq!(
+            crate::error::ErrorChain(&changed).to_string(),
+            "provider answered 502 Bad Gateway: client error (Connect): Connection refused"
+        );
     }
 }

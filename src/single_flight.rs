@@ -3,9 +3,16 @@
 //!
 //! The computation runs on its own Tokio task, so it is detached from the caller that started
 //! it: that caller may be dropped (a client disconnects) and the others still get the result.
-//! When the last caller of a flight is dropped, the flight is aborted and its entry removed.
+//! When the last caller of a flight is dropped, the flight is aborted and its entry removed,
+//! unless the computation holds a [`KeepAlive`] (a write to the platform that must not be cut
+//! off half-way): then it ends when the last `KeepAlive` is dropped with no caller left.
 //! A panic in the computation reaches every caller as [`FlightError::Panicked`] and leaves
 //! nothing behind.
+//!
+//! Flights heal: a flight whose task has finished or was cancelled (its runtime shut down) is
+//! never joined; the next caller starts a fresh one. Each flight may carry a state `S` that its
+//! callers, its computation and outsiders (through [`SingleFlight::state`]) share: the scaler
+//! uses it as the per-function mailbox for pushed readiness.
 //!
 //! # Runtime
 //!
@@ -39,21 +46,30 @@ use dashmap::DashMap;
 use futures::future::{FutureExt, Shared};
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// One in-flight computation per key. Cloning shares the same flights.
-pub struct SingleFlight<K, V> {
-    inner: Arc<Inner<K, V>>,
+/// One in-flight computation per key, each with a shared state `S`. Cloning shares the same
+/// flights.
+pub struct SingleFlight<K, V, S = ()> {
+    inner: Arc<Inner<K, V, S>>,
 }
 
-struct Inner<K, V> {
-    flights: DashMap<K, Slot<V>>,
+struct Inner<K, V, S> {
+    flights: DashMap<K, Slot<V, S>>,
     next_id: AtomicU64,
 }
 
-struct Slot<V> {
+struct Slot<V, S> {
     id: u64,
-    waiters: usize,
+    callers: usize,
+    keep_alive: usize,
     result: Shared<Joined<V>>,
     abort: AbortHandle,
+    state: Arc<S>,
+}
+
+impl<V, S> Slot<V, S> {
+    fn unused(&self) -> bool {
+        self.callers == 0 && self.keep_alive == 0
+    }
 }
 
 /// Why a flight ended without a value.
@@ -74,7 +90,7 @@ pub enum FlightError {
 #[error("the flight already has its maximum number of callers")]
 pub struct Full(());
 
-impl<K: Hash + Eq, V> SingleFlight<K, V> {
+impl<K: Hash + Eq, V, S> SingleFlight<K, V, S> {
     /// No flights.
     pub fn new() -> Self {
         Self {
@@ -86,15 +102,16 @@ impl<K: Hash + Eq, V> SingleFlight<K, V> {
     }
 }
 
-impl<K, V> SingleFlight<K, V>
+impl<K, V, S> SingleFlight<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    S: Default + Send + Sync + 'static,
 {
     /// Joins the flight for `key`, starting it with `work` if there is none.
     ///
     /// `work` is called at most once, and only when this call starts the flight.
-    pub fn join<F, Fut>(&self, key: K, work: F) -> Flight<K, V>
+    pub fn join<F, Fut>(&self, key: K, work: F) -> Flight<K, V, S>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
@@ -112,51 +129,89 @@ where
         key: K,
         max_callers: usize,
         work: F,
-    ) -> Result<Flight<K, V>, Full>
+    ) -> Result<Flight<K, V, S>, Full>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (id, result) = match self.inner.flights.entry(key.clone()) {
-            Entry::Occupied(mut slot) => {
+        self.try_join_with(key, max_callers, |_| work())
+    }
+
+    /// Like [`try_join`](Self::try_join), with the computation given its
+    /// [`FlightContext`]: the flight's state and [`KeepAlive`] guards.
+    pub fn try_join_with<F, Fut>(
+        &self,
+        key: K,
+        max_callers: usize,
+        work: F,
+    ) -> Result<Flight<K, V, S>, Full>
+    where
+        F: FnOnce(FlightContext<K, V, S>) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let mut dead = None;
+        let joined = match self.inner.flights.entry(key.clone()) {
+            // A flight whose task has ended without cleaning up (cancelled) is never joined.
+            Entry::Occupied(mut slot) if !slot.get().abort.is_finished() => {
                 let slot = slot.get_mut();
-                if slot.waiters >= max_callers {
+                if slot.callers >= max_callers {
                     return Err(Full(()));
                 }
-                slot.waiters += 1;
-                (slot.id, slot.result.clone())
+                slot.callers += 1;
+                (slot.id, slot.result.clone(), Arc::clone(&slot.state))
             }
-            Entry::Vacant(vacant) => {
+            entry => {
                 if max_callers == 0 {
                     return Err(Full(()));
                 }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                let inner = Arc::clone(&self.inner);
-                let task_key = key.clone();
+                let state = Arc::new(S::default());
+                let context = FlightContext {
+                    inner: Arc::clone(&self.inner),
+                    key: key.clone(),
+                    id,
+                    state: Arc::clone(&state),
+                };
+                let cleanup = Cleanup {
+                    inner: Arc::clone(&self.inner),
+                    key: key.clone(),
+                    id,
+                };
                 // The task may finish before this shard lock is released; its removal then
                 // waits for the lock and still finds the slot it must remove.
                 let handle = tokio::spawn(async move {
-                    let out = AssertUnwindSafe(async move { work().await })
+                    // Dropped when the computation ends, panics or is cancelled: the slot is
+                    // gone from the map before any caller sees the result.
+                    let _cleanup = cleanup;
+                    AssertUnwindSafe(async move { work(context).await })
                         .catch_unwind()
                         .await
-                        .map_err(|_| FlightError::Panicked);
-                    // Gone from the map before any caller sees the result.
-                    inner.flights.remove_if(&task_key, |_, slot| slot.id == id);
-                    out
+                        .map_err(|_| FlightError::Panicked)
                 });
                 let abort = handle.abort_handle();
                 let result = Joined(handle).shared();
-                vacant.insert(Slot {
+                let slot = Slot {
                     id,
-                    waiters: 1,
+                    callers: 1,
+                    keep_alive: 0,
                     result: result.clone(),
                     abort,
-                });
-                (id, result)
+                    state: Arc::clone(&state),
+                };
+                match entry {
+                    Entry::Occupied(mut occupied) => dead = Some(occupied.insert(slot)),
+                    Entry::Vacant(vacant) => {
+                        vacant.insert(slot);
+                    }
+                }
+                (id, result, state)
             }
         };
+        drop(dead);
+        let (id, result, state) = joined;
         Ok(Flight {
             result,
+            state,
             guard: Caller {
                 inner: Arc::clone(&self.inner),
                 key,
@@ -166,13 +221,25 @@ where
         })
     }
 
+    /// The state of `key`'s flight, if one is under way.
+    pub fn state<Q>(&self, key: &Q) -> Option<Arc<S>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner
+            .flights
+            .get(key)
+            .map(|slot| Arc::clone(&slot.state))
+    }
+
     /// The number of callers waiting on `key`'s flight (0 when there is none).
     pub fn callers<Q>(&self, key: &Q) -> usize
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner.flights.get(key).map_or(0, |slot| slot.waiters)
+        self.inner.flights.get(key).map_or(0, |slot| slot.callers)
     }
 
     /// The number of flights under way.
@@ -186,13 +253,13 @@ where
     }
 }
 
-impl<K: Hash + Eq, V> Default for SingleFlight<K, V> {
+impl<K: Hash + Eq, V, S> Default for SingleFlight<K, V, S> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K, V> Clone for SingleFlight<K, V> {
+impl<K, V, S> Clone for SingleFlight<K, V, S> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -200,7 +267,7 @@ impl<K, V> Clone for SingleFlight<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> fmt::Debug for SingleFlight<K, V> {
+impl<K: Hash + Eq, V, S> fmt::Debug for SingleFlight<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SingleFlight")
             .field("flights", &self.inner.flights.len())
@@ -209,17 +276,25 @@ impl<K: Hash + Eq, V> fmt::Debug for SingleFlight<K, V> {
 }
 
 /// A caller's share of a flight: resolves to the flight's value. Dropping it leaves the flight;
-/// dropping the last one aborts it.
+/// dropping the last one aborts it (unless the computation holds a [`KeepAlive`]).
 #[must_use = "futures do nothing unless polled"]
-pub struct Flight<K: Hash + Eq, V> {
+pub struct Flight<K: Hash + Eq, V, S = ()> {
     result: Shared<Joined<V>>,
-    guard: Caller<K, V>,
+    state: Arc<S>,
+    guard: Caller<K, V, S>,
+}
+
+impl<K: Hash + Eq, V, S> Flight<K, V, S> {
+    /// The flight's shared state.
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
 }
 
 // Nothing in a `Flight` is pinned: `Shared` is `Unpin` and the key is only read on drop.
-impl<K: Hash + Eq, V> Unpin for Flight<K, V> {}
+impl<K: Hash + Eq, V, S> Unpin for Flight<K, V, S> {}
 
-impl<K: Hash + Eq, V: Clone> Future for Flight<K, V> {
+impl<K: Hash + Eq, V: Clone, S> Future for Flight<K, V, S> {
     type Output = Result<V, FlightError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -230,7 +305,7 @@ impl<K: Hash + Eq, V: Clone> Future for Flight<K, V> {
     }
 }
 
-impl<K: Hash + Eq, V> fmt::Debug for Flight<K, V> {
+impl<K: Hash + Eq, V, S> fmt::Debug for Flight<K, V, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flight")
             .field("id", &self.guard.id)
@@ -238,30 +313,122 @@ impl<K: Hash + Eq, V> fmt::Debug for Flight<K, V> {
     }
 }
 
-struct Caller<K: Hash + Eq, V> {
-    inner: Arc<Inner<K, V>>,
+/// What a flight's computation is given: its state, and [`KeepAlive`] guards.
+pub struct FlightContext<K: Hash + Eq, V, S = ()> {
+    inner: Arc<Inner<K, V, S>>,
+    key: K,
+    id: u64,
+    state: Arc<S>,
+}
+
+impl<K: Hash + Eq + Clone, V, S> FlightContext<K, V, S> {
+    /// The flight's shared state.
+    pub fn state(&self) -> &Arc<S> {
+        &self.state
+    }
+
+    /// The number of callers waiting on this flight.
+    pub fn callers(&self) -> usize {
+        self.inner
+            .flights
+            .get(&self.key)
+            .filter(|slot| slot.id == self.id)
+            .map_or(0, |slot| slot.callers)
+    }
+
+    /// Keeps the flight running while the guard lives, even if every caller leaves; `None`
+    /// when no caller is left already (the flight is ending). Dropping the last guard with no
+    /// caller left ends the flight.
+    pub fn keep_alive(&self) -> Option<KeepAlive<K, V, S>> {
+        let mut slot = self.inner.flights.get_mut(&self.key)?;
+        if slot.id != self.id || slot.callers == 0 {
+            return None;
+        }
+        slot.keep_alive += 1;
+        Some(KeepAlive {
+            inner: Arc::clone(&self.inner),
+            key: self.key.clone(),
+            id: self.id,
+        })
+    }
+}
+
+impl<K: Hash + Eq, V, S> fmt::Debug for FlightContext<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlightContext")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// Keeps a flight running without callers; see [`FlightContext::keep_alive`].
+pub struct KeepAlive<K: Hash + Eq, V, S = ()> {
+    inner: Arc<Inner<K, V, S>>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V, S> Drop for KeepAlive<K, V, S> {
+    fn drop(&mut self) {
+        release(&self.inner, &self.key, self.id, |slot| slot.keep_alive -= 1);
+    }
+}
+
+impl<K: Hash + Eq, V, S> fmt::Debug for KeepAlive<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive").field("id", &self.id).finish()
+    }
+}
+
+struct Caller<K: Hash + Eq, V, S> {
+    inner: Arc<Inner<K, V, S>>,
     key: K,
     id: u64,
     finished: bool,
 }
 
-impl<K: Hash + Eq, V> Drop for Caller<K, V> {
+impl<K: Hash + Eq, V, S> Drop for Caller<K, V, S> {
     fn drop(&mut self) {
-        if self.finished {
-            return;
+        if !self.finished {
+            release(&self.inner, &self.key, self.id, |slot| slot.callers -= 1);
         }
-        // A finished flight has removed its slot already (or a newer flight holds the key).
-        self.inner.flights.remove_if_mut(&self.key, |_, slot| {
-            if slot.id != self.id {
-                return false;
-            }
-            slot.waiters -= 1;
-            if slot.waiters == 0 {
-                slot.abort.abort();
-                return true;
-            }
-            false
-        });
+    }
+}
+
+/// Gives back a caller's or a guard's hold on flight `id`; the last one out removes the slot and
+/// aborts the task (after the map's lock is released).
+fn release<K: Hash + Eq, V, S>(
+    inner: &Inner<K, V, S>,
+    key: &K,
+    id: u64,
+    leave: impl FnOnce(&mut Slot<V, S>),
+) {
+    // A finished flight has removed its slot already (or a newer flight holds the key).
+    let removed = inner.flights.remove_if_mut(key, |_, slot| {
+        if slot.id != id {
+            return false;
+        }
+        leave(slot);
+        slot.unused()
+    });
+    if let Some((_, slot)) = removed {
+        slot.abort.abort();
+    }
+}
+
+/// Removes the flight's slot when its task ends, however it ends.
+struct Cleanup<K: Hash + Eq, V, S> {
+    inner: Arc<Inner<K, V, S>>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V, S> Drop for Cleanup<K, V, S> {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.inner
+            .flights
+            .remove_if(&self.key, |_, slot| slot.id == id);
     }
 }
 

@@ -1,6 +1,7 @@
 //! An in-memory [`ServiceQuery`] for tests, ours and yours: functions with a start-up delay,
-//! min/max replicas and read-after-write lag; injected faults (errors, hangs, panics); call
-//! counters; and readiness pushed through a [`ReadinessNotifier`]. Enabled by the `test-util`
+//! min/max replicas, read-after-write lag and scale-downs in progress; injected faults
+//! (errors, hangs, panics) and call latency; call counters, including the most calls ever
+//! under way at once; and readiness pushed through a [`ReadinessNotifier`]. Enabled by the `test-util`
 //! feature. Time is `tokio::time`, so paused test time applies.
 //!
 //! ```
@@ -35,6 +36,7 @@ pub struct FakeFunction {
     running: u64,
     never_ready: bool,
     lag: Duration,
+    draining: u64,
 }
 
 impl FakeFunction {
@@ -47,6 +49,7 @@ impl FakeFunction {
             running: 0,
             never_ready: false,
             lag: Duration::ZERO,
+            draining: 0,
         }
     }
 
@@ -80,9 +83,16 @@ impl FakeFunction {
         self
     }
 
-    /// For `lag` after a scale call, reads still report the old desired count.
+    /// For `lag` after a scale call, reads still report the state from before it.
     pub fn read_after_write_lag(mut self, lag: Duration) -> Self {
         self.lag = lag;
+        self
+    }
+
+    /// Being scaled down: desired 0, with `replicas` replicas still available (terminating)
+    /// until the next scale call.
+    pub fn draining(mut self, replicas: u64) -> Self {
+        self.draining = replicas;
         self
     }
 }
@@ -109,7 +119,8 @@ pub enum Fault {
 struct FakeState {
     spec: FakeFunction,
     desired: u64,
-    previous_desired: u64,
+    draining: u64,
+    previous: Option<ServiceQueryResponse>,
     set_at: Option<Instant>,
     ready_at: Option<Instant>,
 }
@@ -140,9 +151,12 @@ pub struct InMemoryProvider {
     get_faults: Mutex<Plan>,
     set_faults: Mutex<Plan>,
     notifier: Mutex<Option<ReadinessNotifier>>,
+    latency: Mutex<Duration>,
     get_calls: AtomicUsize,
     set_calls: AtomicUsize,
     successful_sets: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl InMemoryProvider {
@@ -155,9 +169,10 @@ impl InMemoryProvider {
     pub fn add_function(&self, id: &FunctionId, spec: FakeFunction) {
         let running = spec.running;
         let state = FakeState {
-            spec,
             desired: running,
-            previous_desired: running,
+            draining: spec.draining,
+            spec,
+            previous: None,
             set_at: None,
             ready_at: (running > 0).then(Instant::now),
         };
@@ -185,6 +200,21 @@ impl InMemoryProvider {
         *self.notifier.lock().unwrap() = Some(notifier);
     }
 
+    /// Makes every call take `latency` before it answers (or fails).
+    pub fn call_latency(&self, latency: Duration) {
+        *self.latency.lock().unwrap() = latency;
+    }
+
+    /// The most calls that were ever under way at once.
+    pub fn max_calls_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forgets `id`: its calls answer "not found" from now on.
+    pub fn remove_function(&self, id: &FunctionId) {
+        self.functions.lock().unwrap().remove(id);
+    }
+
     /// `get_replicas` calls so far, failed ones included.
     pub fn get_calls(&self) -> usize {
         self.get_calls.load(Ordering::SeqCst)
@@ -207,21 +237,42 @@ impl InMemoryProvider {
 
     fn state(&self, id: &FunctionId) -> Result<ServiceQueryResponse, QueryError> {
         let functions = self.functions.lock().unwrap();
-        let state = functions.get(id).ok_or_else(QueryError::not_found)?;
+        let state = functions
+            .get(id)
+            .ok_or_else(|| QueryError::not_found("no such fake function"))?;
         Ok(snapshot(state, Instant::now()))
+    }
+
+    /// Counts a call under way until the guard drops, and waits the configured latency.
+    async fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let guard = InFlight(&self.in_flight);
+        let latency = *self.latency.lock().unwrap();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        guard
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 fn snapshot(state: &FakeState, now: Instant) -> ServiceQueryResponse {
-    let lagging = state.set_at.is_some_and(|at| now < at + state.spec.lag);
-    let desired = if lagging {
-        state.previous_desired
-    } else {
-        state.desired
-    };
+    if let (Some(previous), Some(at)) = (&state.previous, state.set_at) {
+        if now < at + state.spec.lag {
+            return previous.clone();
+        }
+    }
     let ready = !state.spec.never_ready && state.ready_at.is_some_and(|at| now >= at);
-    let available = if ready { state.desired } else { 0 };
-    ServiceQueryResponse::new(desired, available)
+    let available = if ready { state.desired } else { state.draining };
+    ServiceQueryResponse::new(state.desired, available)
         .min_replicas(state.spec.min_replicas)
         .max_replicas(state.spec.max_replicas)
 }
@@ -242,6 +293,7 @@ impl ServiceQuery for InMemoryProvider {
         function: &FunctionId,
     ) -> Result<ServiceQueryResponse, QueryError> {
         self.get_calls.fetch_add(1, Ordering::SeqCst);
+        let _call = self.enter().await;
         let fault = self.get_faults.lock().unwrap().next();
         inject(fault, "get_replicas").await?;
         self.state(function)
@@ -249,6 +301,7 @@ impl ServiceQuery for InMemoryProvider {
 
     async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
         self.set_calls.fetch_add(1, Ordering::SeqCst);
+        let _call = self.enter().await;
         let fault = self.set_faults.lock().unwrap().next();
         inject(fault, "set_replicas").await?;
         let now = Instant::now();
@@ -256,10 +309,11 @@ impl ServiceQuery for InMemoryProvider {
             let mut functions = self.functions.lock().unwrap();
             let state = functions
                 .get_mut(function)
-                .ok_or_else(QueryError::not_found)?;
+                .ok_or_else(|| QueryError::not_found("no such fake function"))?;
             self.successful_sets.fetch_add(1, Ordering::SeqCst);
-            state.previous_desired = state.desired;
+            state.previous = Some(snapshot(state, now));
             state.set_at = Some(now);
+            state.draining = 0;
             if replicas == 0 {
                 state.ready_at = None;
             } else if state.desired == 0 || state.ready_at.is_none() {

@@ -16,12 +16,12 @@ async fn the_request_that_started_the_flight_leaves_and_the_others_still_succeed
         .map(|_| tokio::spawn(h.get("/function/echo")))
         .collect();
     tokio::time::sleep(ms(100)).await;
-    assert_eq!(h.scaler.held_for(&id("echo")), 11);
+    assert_eq!(h.scaler.held_for(id("echo").as_function_ref()), 11);
 
     starter.abort(); // hyper drops the response future when the client disconnects
     assert!(starter.await.unwrap_err().is_cancelled());
     assert_eq!(
-        h.scaler.held_for(&id("echo")),
+        h.scaler.held_for(id("echo").as_function_ref()),
         10,
         "its place is freed at once"
     );

@@ -11,7 +11,7 @@ async fn ten_thousand_concurrent_requests_share_one_cold_start() {
     const N: usize = 10_000;
     let startup = ms(500);
     let config = ScalingConfig::default();
-    let poll = config.poll_interval;
+    let poll = config.get_poll_interval();
     let h = Harness::new(config).with_function("echo", FakeFunction::new().startup_delay(startup));
 
     let started = tokio::time::Instant::now();
@@ -41,7 +41,7 @@ async fn ten_thousand_concurrent_requests_share_one_cold_start() {
     assert!(waited >= startup && waited <= startup + poll, "{waited:?}");
     assert_eq!(h.scaler.flights(), 0, "no flight entry is left");
     assert_eq!(h.scaler.held(), 0);
-    assert_eq!(h.scaler.held_for(&id("echo")), 0);
+    assert_eq!(h.scaler.held_for(id("echo").as_function_ref()), 0);
 }
 
 #[tokio::test(start_paused = true)]

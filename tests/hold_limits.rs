@@ -28,7 +28,7 @@ async fn a_full_per_function_queue_answers_503_with_retry_after_and_slots_are_re
 
     held[0].abort();
     tokio::time::sleep(ms(10)).await;
-    assert_eq!(h.scaler.held_for(&id("echo")), 2);
+    assert_eq!(h.scaler.held_for(id("echo").as_function_ref()), 2);
     let reused = tokio::spawn(h.get("/function/echo"));
     for waiter in held.into_iter().skip(1) {
         assert_eq!(waiter.await.unwrap().status, 200);
@@ -56,8 +56,13 @@ async fn the_total_limit_bounds_all_functions_together() {
     assert!(c.headers.contains_key(RETRY_AFTER));
     assert_eq!(
         h.provider.get_calls(),
-        2 * 2,
-        "a query and a look after scaling for a and b; the refused request made no call"
+        2 * 2 + 1,
+        "a query and a look after scaling for a and b; one query for c, to learn it is cold"
+    );
+    assert_eq!(
+        h.provider.set_calls(),
+        2,
+        "c was refused before any scale call"
     );
     assert_eq!(a.await.unwrap().status, 200);
     assert_eq!(b.await.unwrap().status, 200);

@@ -76,7 +76,7 @@ async fn a_trailing_dot_means_the_default_namespace() {
 #[tokio::test(start_paused = true)]
 async fn unicode_and_control_bytes_from_a_custom_extractor_get_400() {
     let provider = Arc::new(InMemoryProvider::new());
-    let cache = Arc::new(TtlCache::new(ScalingConfig::default().cache_ttl, 100));
+    let cache = Arc::new(TtlCache::new(ScalingConfig::default().get_cache_ttl(), 100));
     let scaler =
         FunctionScaler::with_cache(provider.clone(), cache.clone(), ScalingConfig::default());
     let by_header = from_fn(|req: &Request<String>| {

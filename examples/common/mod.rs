@@ -218,7 +218,7 @@ impl Gateway {
         let config = config(options);
         let mut provider = OpenFaasProvider::new(url)
             .map_err(|e| e.to_string())?
-            .timeout(config.call_timeout);
+            .timeout(config.get_call_timeout());
         match (
             std::env::var("OPENFAAS_USERNAME"),
             std::env::var("OPENFAAS_PASSWORD"),

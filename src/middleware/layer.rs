@@ -42,7 +42,7 @@ impl ScaleFromZeroLayer {
         Self {
             scaler,
             extractor: OpenFaasPath::new(),
-            responder: DefaultResponder,
+            responder: DefaultResponder::new(),
         }
     }
 }

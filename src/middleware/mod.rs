@@ -16,10 +16,34 @@
 //! slot) and asks a clone of the inner service for readiness again once the function is ready,
 //! so waiting requests hold no inner capacity.
 
-mod future;
+//!
+//! # The first forward after a cold start
+//!
+//! "Ready" on the platform is not always "routable" yet (a Service's endpoints, a proxy's
+//! routes and a process's listener lag behind by milliseconds). A request that waited for a
+//! cold start carries a [`ColdStart`] extension when it reaches the inner service. A
+//! forwarding service should retry such a request when the upstream refuses the connection,
+//! a few times within a short bound (e.g. 5 tries over at most 1 s), if its body is empty or
+//! can be replayed; and call [`FunctionScaler::evict`](crate::FunctionScaler::evict) when an
+//! upstream refuses, so that the next request checks the function again instead of trusting
+//! the cache.
+//!
+//! ```
+//! use http::Request;
+//! use tower_scale_from_zero::ColdStart;
+//!
+//! fn may_retry_refused_connection<B>(request: &Request<B>) -> bool {
+//!     request.extensions().get::<ColdStart>().is_some()
+//! }
+//! # assert!(!may_retry_refused_connection(&Request::new(())));
+//! ```
+
+mod cold_start;
+pub mod future;
 mod layer;
 mod service;
 
+pub use self::cold_start::ColdStart;
 pub use self::future::ResponseFuture;
 pub use self::layer::ScaleFromZeroLayer;
 pub use self::service::ScaleFromZero;

@@ -9,6 +9,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::future::{Cold, ResponseFuture};
+use super::ColdStart;
 use crate::extract::{ExtractFunction, OpenFaasPath};
 use crate::{
     DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, InvalidFunction, ResponseBody,
@@ -36,7 +37,7 @@ impl<S> ScaleFromZero<S> {
             Arc::new(Shared {
                 scaler,
                 extractor: OpenFaasPath::new(),
-                responder: DefaultResponder,
+                responder: DefaultResponder::new(),
             }),
         )
     }
@@ -155,11 +156,19 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         ResponseFuture::cold(Box::pin(async move {
-            match shared.scaler.scale(&function).await {
-                Ok(_) => match inner.ready().await {
-                    Ok(inner) => Cold::Call(inner.call(req)),
-                    Err(err) => Cold::Fail(Err(err)),
-                },
+            let arrival = tokio::time::Instant::now();
+            match shared.scaler.ready(&function).await {
+                Ok(ready) => {
+                    let mut req = req;
+                    if ready.cold {
+                        req.extensions_mut()
+                            .insert(ColdStart::new(arrival.elapsed()));
+                    }
+                    match inner.ready().await {
+                        Ok(inner) => Cold::Call(inner.call(req)),
+                        Err(err) => Cold::Fail(Err(err)),
+                    }
+                }
                 Err(err) => Cold::Respond(respond(&shared.responder, err)),
             }
         }))

@@ -18,7 +18,7 @@
 //! let config = ScalingConfig::default();
 //! let provider = OpenFaasProvider::new("http://127.0.0.1:8081/")?
 //!     .basic_auth("admin", "secret")
-//!     .timeout(config.call_timeout);
+//!     .timeout(config.get_call_timeout());
 //! let scaler = FunctionScaler::new(provider, config);
 //! # Ok(()) }
 //! ```
@@ -162,7 +162,7 @@ impl OpenFaasProvider {
 /// Maps a non-success answer to the error it means.
 fn answer_error(status: StatusCode, body: &[u8]) -> QueryError {
     if status == StatusCode::NOT_FOUND {
-        return QueryError::not_found().with_status(status);
+        return QueryError::not_found("the provider has no such function").with_status(status);
     }
     let err = QueryError::provider(excerpt(body)).with_status(status);
     match status {

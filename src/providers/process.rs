@@ -219,7 +219,7 @@ impl ServiceQuery for ProcessProvider {
         let mut functions = self.inner.functions.lock().unwrap();
         let slot = functions
             .get_mut(function)
-            .ok_or_else(QueryError::not_found)?;
+            .ok_or_else(|| QueryError::not_found("no such function configured"))?;
         let phase = slot
             .run
             .as_ref()
@@ -246,7 +246,7 @@ impl ServiceQuery for ProcessProvider {
         let mut functions = self.inner.functions.lock().unwrap();
         let slot = functions
             .get_mut(function)
-            .ok_or_else(QueryError::not_found)?;
+            .ok_or_else(|| QueryError::not_found("no such function configured"))?;
         if replicas == 0 {
             if slot.run.take().is_some() {
                 tracing::info!(function = %function, "process stopped");

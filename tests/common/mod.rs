@@ -60,7 +60,10 @@ pub struct Harness {
 impl Harness {
     pub fn new(config: ScalingConfig) -> Self {
         let provider = Arc::new(InMemoryProvider::new());
-        let cache = Arc::new(TtlCache::new(config.cache_ttl, config.cache_capacity));
+        let cache = Arc::new(TtlCache::new(
+            config.get_cache_ttl(),
+            config.get_cache_capacity(),
+        ));
         let scaler = FunctionScaler::with_cache(provider.clone(), cache.clone(), config);
         let inner_calls = Arc::new(AtomicUsize::new(0));
         let echo = Echo {

@@ -1,0 +1,244 @@
+//! The flight: everything that makes one function ready, run once however many requests wait.
+
+use std::sync::Arc;
+
+use tokio::time::{sleep_until, Instant};
+
+use super::readiness::FlightState;
+use super::{FunctionScaler, Outcome, Ready};
+use crate::error::ErrorChain;
+use crate::single_flight::FlightContext;
+use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
+
+type Context = FlightContext<FunctionId, Outcome, FlightState>;
+
+/// Consecutive failed provider calls, and what ends the flight when they are too many.
+struct Failures {
+    count: u32,
+}
+
+impl FunctionScaler {
+    /// The flight's task. It has no deadline of its own: it runs while a request waits on it
+    /// (each with its own deadline) or while a `set_replicas` it sent is under way.
+    pub(super) async fn cold_start(self, function: FunctionId, context: Context) -> Outcome {
+        let started = Instant::now();
+        let flight = Arc::clone(context.state());
+        let outcome = self.bring_up(&function, &context, &flight).await;
+        match &outcome {
+            Ok(ready) if ready.cold => {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    function = %function,
+                    waited_ms,
+                    available = ready.state.available_replicas,
+                    "function ready after {waited_ms} ms"
+                );
+            }
+            Ok(_) => tracing::debug!(function = %function, "function is warm"),
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                tracing::debug!(function = %function, "function not found");
+            }
+            Err(err) => {
+                tracing::warn!(function = %function, error = %ErrorChain(err), "cold start failed");
+            }
+        }
+        outcome
+    }
+
+    async fn bring_up(
+        &self,
+        function: &FunctionId,
+        context: &Context,
+        flight: &FlightState,
+    ) -> Outcome {
+        let inner = &*self.inner;
+        let config = &inner.config;
+        let query = &inner.query;
+        let mut failures = Failures { count: 0 };
+
+        // The first answer tells a warm function whose cache entry expired (released at once,
+        // never counted as held) from a cold one. A failed call counts as cold.
+        let state = loop {
+            match inner.calls.call(query.get_replicas(function)).await {
+                Ok(state) => break state,
+                Err(err) => {
+                    self.failed(function, flight, err, &mut failures, None)?;
+                    flight.mark_cold();
+                    let retry_at = Instant::now() + inner.calls.backoff(failures.count);
+                    if let Some(state) = self.pause(flight, retry_at).await {
+                        return Ok(Ready { state, cold: true });
+                    }
+                }
+            }
+        };
+        failures.count = 0;
+        if state.is_ready() {
+            inner.cache.set(function, state.clone());
+            return Ok(Ready {
+                state,
+                cold: flight.is_cold(),
+            });
+        }
+        flight.mark_cold();
+        // Only for a waiter that holds a place under the total limit: if every one is refused
+        // they leave, and the flight is aborted here without having touched the platform.
+        flight.some_admitted().await;
+        if let Some(state) = flight.take_ready_push() {
+            return Ok(Ready { state, cold: true });
+        }
+
+        // Scale up unless the platform is scaling already, or this gateway asked moments ago
+        // (a read right after a write may still show desired 0). A flight sends at most one
+        // successful `set_replicas`.
+        let mut sent = false;
+        let mut look_now = false;
+        if state.desired_replicas == 0 && !self.recently_asked(function) {
+            self.scale_up(function, context, flight, &state).await?;
+            sent = true;
+            // Look once without waiting: a fast platform should not cost a poll interval.
+            look_now = true;
+        }
+
+        // Wait: a poll per interval on a fixed schedule; a push for this function ends the
+        // wait at once. Pushes for other functions never reach this flight.
+        let mut next_poll = Instant::now() + config.get_poll_interval();
+        loop {
+            if !std::mem::take(&mut look_now) {
+                if let Some(state) = self.pause(flight, next_poll).await {
+                    return Ok(Ready { state, cold: true });
+                }
+            } else if let Some(state) = flight.take_ready_push() {
+                return Ok(Ready { state, cold: true });
+            }
+            let polled = inner.calls.call(query.get_replicas(function)).await;
+            next_poll = Instant::now() + config.get_poll_interval();
+            match polled {
+                Ok(state) if state.is_ready() => {
+                    inner.cache.set(function, state.clone());
+                    return Ok(Ready { state, cold: true });
+                }
+                Ok(state) => {
+                    failures.count = 0;
+                    // This flight skipped its scale-up on the strength of an earlier request
+                    // that has since left the cache, and the platform still wants 0.
+                    if !sent && state.desired_replicas == 0 && !self.recently_asked(function) {
+                        self.scale_up(function, context, flight, &state).await?;
+                        sent = true;
+                        look_now = true;
+                    }
+                }
+                Err(err) => {
+                    self.failed(function, flight, err, &mut failures, None)?;
+                    next_poll = Instant::now() + inner.calls.backoff(failures.count);
+                }
+            }
+        }
+    }
+
+    /// Sends `set_replicas(target)` until it succeeds, with backoff between failures. Once
+    /// sent, a call runs to its own end (success, error or call timeout) even if every waiter
+    /// leaves meanwhile: abandoning requests must not abandon the platform mid-write.
+    async fn scale_up(
+        &self,
+        function: &FunctionId,
+        context: &Context,
+        flight: &FlightState,
+        state: &ServiceQueryResponse,
+    ) -> Result<(), ScaleError> {
+        let inner = &*self.inner;
+        let target = state.scale_target();
+        let mut failures = Failures { count: 0 };
+        loop {
+            let Some(writing) = context.keep_alive() else {
+                // Every waiter has left and the flight's abort is on its way: send nothing.
+                return std::future::pending().await;
+            };
+            match inner
+                .calls
+                .call(inner.query.set_replicas(function, target))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(function = %function, "function scaled 0 → {target}");
+                    // Remembered for the cache TTL, so that a later flight does not take the
+                    // platform's read-after-write lag for a reason to scale again.
+                    let asked = ServiceQueryResponse::new(target, 0)
+                        .min_replicas(state.min_replicas)
+                        .max_replicas(state.max_replicas);
+                    inner.cache.set(function, asked);
+                    return Ok(());
+                }
+                Err(err) => {
+                    let attempts = failures.count + 1;
+                    self.failed(function, flight, err, &mut failures, Some(attempts))?;
+                }
+            }
+            drop(writing);
+            let retry_at = Instant::now() + inner.calls.backoff(failures.count);
+            if self.pause(flight, retry_at).await.is_some() {
+                // Pushed ready while retrying: someone else scaled it. Nothing left to write.
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether this gateway's cache remembers that the platform was asked for (or reported)
+    /// desired replicas above zero, within the cache TTL.
+    fn recently_asked(&self, function: &FunctionId) -> bool {
+        self.inner
+            .cache
+            .get(function.as_function_ref())
+            .is_some_and(|state| state.desired_replicas > 0)
+    }
+
+    /// Waits until `until`, or less if a ready state is pushed for this function. The sleep is
+    /// made once: pushes that are not ready neither end nor restart it.
+    async fn pause(&self, flight: &FlightState, until: Instant) -> Option<ServiceQueryResponse> {
+        let sleep = sleep_until(until);
+        tokio::pin!(sleep);
+        loop {
+            let pushed = flight.wake().notified();
+            tokio::pin!(pushed);
+            pushed.as_mut().enable();
+            if let Some(state) = flight.take_ready_push() {
+                return Some(state);
+            }
+            tokio::select! {
+                _ = &mut sleep => return None,
+                _ = pushed => {}
+            }
+        }
+    }
+
+    /// Counts a failed call; says whether the flight ends with it (not found, permanent, or
+    /// too many failures in a row).
+    fn failed(
+        &self,
+        function: &FunctionId,
+        flight: &FlightState,
+        err: QueryError,
+        failures: &mut Failures,
+        scale_attempts: Option<u32>,
+    ) -> Result<(), ScaleError> {
+        let inner = &*self.inner;
+        if err.is_not_found() {
+            inner.not_found.insert(function, ());
+            return Err(ScaleError::not_found(function.clone()));
+        }
+        failures.count += 1;
+        tracing::debug!(
+            function = %function,
+            failures = failures.count,
+            error = %ErrorChain(&err),
+            "provider call failed"
+        );
+        flight.set_last_error(err.clone());
+        if err.is_retryable() && failures.count < inner.config.get_max_scale_attempts() {
+            return Ok(());
+        }
+        Err(match scale_attempts {
+            Some(attempts) => ScaleError::scale_failed(function.clone(), attempts, err),
+            None => ScaleError::provider(function.clone(), err),
+        })
+    }
+}

@@ -1,0 +1,371 @@
+//! [`FunctionScaler`]: the scale-from-zero algorithm, with no HTTP in it.
+//!
+//! cache → "not found" cache → one flight per function: a query that tells a warm function
+//! (its cache entry merely expired) from a cold one; for a cold one, scale to the minimum with
+//! retries (at most one successful `set_replicas`), then wait for readiness by polling at a
+//! fixed interval or by a pushed event ([`ReadinessNotifier`]). Each request waits at most the
+//! readiness deadline from its own arrival; requests waiting for a cold function count against
+//! the hold limits. Every provider call passes one gate per scaler (a cap on calls under way,
+//! a bounded queue, the call timeout) and failed calls are retried with jittered exponential
+//! backoff.
+//!
+//! # Runtime
+//!
+//! Cold starts run on spawned Tokio tasks (see [`SingleFlight`]); [`FunctionScaler::scale`]
+//! must be awaited inside a Tokio runtime with the `time` driver enabled. A scaler may be
+//! shared by several runtimes: a cold start whose runtime shut down is never joined again.
+
+mod cold_start;
+mod provider_calls;
+mod readiness;
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{timeout_at, Instant};
+
+use self::provider_calls::ProviderCalls;
+use self::readiness::FlightState;
+pub use self::readiness::ReadinessNotifier;
+use crate::cache::TtlMap;
+use crate::function::Key;
+use crate::{
+    FlightError, FunctionCacher, FunctionId, FunctionRef, ScaleError, ScalingConfig, ServiceQuery,
+    ServiceQueryResponse, SingleFlight, TtlCache,
+};
+
+/// What a flight hands its waiters: the ready state, and whether a cold start happened.
+type Outcome = Result<Ready, ScaleError>;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Ready {
+    pub(crate) state: ServiceQueryResponse,
+    pub(crate) cold: bool,
+}
+
+/// Brings functions from zero to ready. Cloning is a reference-count bump.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_scale_from_zero::{FunctionId, FunctionScaler, ScalingConfig};
+/// use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let provider = Arc::new(InMemoryProvider::new());
+/// let id = FunctionId::new("echo", "fn").unwrap();
+/// provider.add_function(&id, FakeFunction::new());
+///
+/// let scaler = FunctionScaler::new(provider.clone(), ScalingConfig::default());
+/// let state = scaler.scale(&id).await.unwrap();
+/// assert!(state.is_ready());
+/// assert_eq!(provider.set_calls(), 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FunctionScaler {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    query: Arc<dyn ServiceQuery>,
+    cache: Arc<dyn FunctionCacher>,
+    not_found: TtlMap<()>,
+    flights: SingleFlight<FunctionId, Outcome, FlightState>,
+    /// Requests waiting for cold functions, all together.
+    held: AtomicUsize,
+    calls: ProviderCalls,
+    config: ScalingConfig,
+}
+
+impl Inner {
+    /// A pushed state: into the cache, and into the mailbox of the function's flight, if any.
+    fn push(&self, function: &FunctionId, state: ServiceQueryResponse) {
+        self.cache.set(function, state.clone());
+        if let Some(flight) = self.flights.state(function) {
+            flight.push(state);
+        }
+    }
+}
+
+/// Builds a [`FunctionScaler`]; see [`FunctionScaler::builder`].
+#[must_use]
+pub struct ScalerBuilder {
+    query: Arc<dyn ServiceQuery>,
+    config: ScalingConfig,
+    cache: Option<Arc<dyn FunctionCacher>>,
+    notifier: Option<ReadinessNotifier>,
+}
+
+impl ScalerBuilder {
+    /// The bounds and intervals; default [`ScalingConfig::default`].
+    pub fn config(mut self, config: ScalingConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Keeps replica states in `cache` instead of a [`TtlCache`] built from the config. The
+    /// config's `cache_ttl` and `cache_capacity` then do not apply: `cache` decides.
+    pub fn cache(mut self, cache: impl FunctionCacher) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// Attaches `notifier`, made before the scaler (and typically handed to the provider), so
+    /// that its pushes reach this scaler. Panics at [`build`](Self::build) if the notifier is
+    /// attached to another scaler already.
+    pub fn readiness_notifier(mut self, notifier: ReadinessNotifier) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The scaler.
+    pub fn build(self) -> FunctionScaler {
+        let config = self.config;
+        let cache = self.cache.unwrap_or_else(|| {
+            Arc::new(TtlCache::new(
+                config.get_cache_ttl(),
+                config.get_cache_capacity(),
+            ))
+        });
+        let inner = Arc::new(Inner {
+            query: self.query,
+            cache,
+            not_found: TtlMap::new(config.get_not_found_ttl(), config.get_not_found_capacity()),
+            flights: SingleFlight::new(),
+            held: AtomicUsize::new(0),
+            calls: ProviderCalls::new(&config),
+            config,
+        });
+        if let Some(notifier) = self.notifier {
+            notifier.attach(&inner);
+        }
+        FunctionScaler { inner }
+    }
+}
+
+impl fmt::Debug for ScalerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScalerBuilder")
+            .field("config", &self.config)
+            .field("custom_cache", &self.cache.is_some())
+            .field("notifier", &self.notifier)
+            .finish()
+    }
+}
+
+impl FunctionScaler {
+    /// A scaler over `query` with the default [`TtlCache`] sized by `config`.
+    pub fn new(query: impl ServiceQuery, config: ScalingConfig) -> Self {
+        Self::builder(query).config(config).build()
+    }
+
+    /// A scaler over `query` that keeps replica states in `cache`; `config`'s `cache_ttl` and
+    /// `cache_capacity` do not apply to it.
+    pub fn with_cache(
+        query: impl ServiceQuery,
+        cache: impl FunctionCacher,
+        config: ScalingConfig,
+    ) -> Self {
+        Self::builder(query).config(config).cache(cache).build()
+    }
+
+    /// A builder: for a custom cache, or a [`ReadinessNotifier`] made before the scaler.
+    pub fn builder(query: impl ServiceQuery) -> ScalerBuilder {
+        ScalerBuilder {
+            query: Arc::new(query),
+            config: ScalingConfig::default(),
+            cache: None,
+            notifier: None,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ScalingConfig {
+        &self.inner.config
+    }
+
+    /// The cache of replica states (the one built from the config, or the one given).
+    pub fn cache(&self) -> &dyn FunctionCacher {
+        &*self.inner.cache
+    }
+
+    /// A handle through which a provider's watch loop reports functions' states as they
+    /// change.
+    pub fn readiness_notifier(&self) -> ReadinessNotifier {
+        ReadinessNotifier::attached(&self.inner)
+    }
+
+    /// Whether the cache holds a fresh, ready state for `function`: the warm path.
+    pub fn is_warm(&self, function: FunctionRef<'_>) -> bool {
+        self.inner
+            .cache
+            .get(function)
+            .is_some_and(|state| state.is_ready())
+    }
+
+    /// Forgets what the cache knows of `function`, so that the next request asks the provider
+    /// again. For the forwarding service to call when the function's upstream refused a
+    /// connection: "ready" on the platform is not always "routable" yet.
+    pub fn evict(&self, function: FunctionRef<'_>) {
+        self.inner.cache.invalidate(function);
+    }
+
+    /// The number of requests waiting for cold functions, all together (what
+    /// [`ScalingConfig::max_held_total`] bounds).
+    pub fn held(&self) -> usize {
+        self.inner.held.load(Ordering::Relaxed)
+    }
+
+    /// The number of requests waiting on `function`'s flight (what
+    /// [`ScalingConfig::max_held_per_function`] bounds).
+    pub fn held_for(&self, function: FunctionRef<'_>) -> usize {
+        self.inner.flights.callers(&function as &dyn Key)
+    }
+
+    /// The number of flights under way (cold starts, and refreshes of expired entries).
+    pub fn flights(&self) -> usize {
+        self.inner.flights.len()
+    }
+
+    /// The number of provider calls under way now (at most
+    /// [`ScalingConfig::max_provider_calls`]).
+    pub fn provider_calls_in_flight(&self) -> usize {
+        self.inner
+            .calls
+            .in_flight(self.inner.config.get_max_provider_calls())
+    }
+
+    /// Makes `function` ready, or says why it cannot be, within the readiness deadline counted
+    /// from this call. Concurrent calls for one function share one flight; dropping the
+    /// returned future frees its hold slot at once.
+    pub async fn scale(&self, function: &FunctionId) -> Result<ServiceQueryResponse, ScaleError> {
+        self.ready(function).await.map(|ready| ready.state)
+    }
+
+    pub(crate) async fn ready(&self, function: &FunctionId) -> Outcome {
+        let arrival = Instant::now();
+        let inner = &*self.inner;
+        let config = &inner.config;
+        let key = function.as_function_ref();
+        if let Some(state) = inner.cache.get(key).filter(|s| s.is_ready()) {
+            return Ok(Ready { state, cold: false });
+        }
+        if inner.not_found.get(key).is_some() {
+            return Err(ScaleError::not_found(function.clone()));
+        }
+        let deadline = far_instant(arrival, config.get_readiness_deadline());
+        let mut healed = false;
+        loop {
+            let this = self.clone();
+            let id = function.clone();
+            let mut flight = inner
+                .flights
+                .try_join_with(
+                    function.clone(),
+                    config.get_max_held_per_function(),
+                    move |context| async move { this.cold_start(id, context).await },
+                )
+                .map_err(|_| {
+                    ScaleError::overloaded(
+                        function.clone(),
+                        "per-function",
+                        config.get_max_held_per_function(),
+                        config.get_retry_after(),
+                    )
+                })?;
+            let state = Arc::clone(flight.state());
+            let mut held = None;
+            let waited = timeout_at(deadline, async {
+                loop {
+                    let turned_cold = state.turned_cold().notified();
+                    tokio::pin!(turned_cold);
+                    turned_cold.as_mut().enable();
+                    if held.is_none() && state.is_cold() {
+                        let slot = HeldSlot::acquire(&inner.held, config.get_max_held_total())
+                            .ok_or_else(|| {
+                                ScaleError::overloaded(
+                                    function.clone(),
+                                    "total",
+                                    config.get_max_held_total(),
+                                    config.get_retry_after(),
+                                )
+                            })?;
+                        held = Some(slot);
+                        state.admit();
+                    }
+                    tokio::select! {
+                        biased;
+                        out = &mut flight => return Ok(out),
+                        _ = turned_cold, if held.is_none() => {}
+                    }
+                }
+            })
+            .await;
+            match waited {
+                Err(_) => {
+                    return Err(ScaleError::not_ready(
+                        function.clone(),
+                        arrival.elapsed(),
+                        state.last_error(),
+                    ))
+                }
+                Ok(Err(refused)) => return Err(refused),
+                Ok(Ok(Ok(outcome))) => return outcome,
+                Ok(Ok(Err(FlightError::Panicked))) => {
+                    return Err(ScaleError::panicked(function.clone()))
+                }
+                // The flight's task was cancelled (its runtime shut down): join a fresh one
+                // once; a second cancellation means this runtime is going too.
+                Ok(Ok(Err(_))) if !healed => {
+                    tracing::debug!(function = %function, "cold start was cancelled; starting a fresh one");
+                    healed = true;
+                }
+                Ok(Ok(Err(_))) => {
+                    return Err(ScaleError::interrupted(
+                        function.clone(),
+                        config.get_retry_after(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for FunctionScaler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionScaler")
+            .field("config", &self.inner.config)
+            .field("flights", &self.inner.flights.len())
+            .field("held", &self.held())
+            .finish()
+    }
+}
+
+/// `start + by`, or about a century from `start` when that cannot be represented.
+pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
+    start
+        .checked_add(by)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// One place in the total hold queue, given back on drop.
+struct HeldSlot<'a>(&'a AtomicUsize);
+
+impl<'a> HeldSlot<'a> {
+    fn acquire(held: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(held))
+    }
+}
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
