@@ -152,6 +152,7 @@ pub struct InMemoryProvider {
     set_faults: Mutex<Plan>,
     notifier: Mutex<Option<ReadinessNotifier>>,
     latency: Mutex<Duration>,
+    set_latency: Mutex<Duration>,
     get_calls: AtomicUsize,
     set_calls: AtomicUsize,
     successful_sets: AtomicUsize,
@@ -203,6 +204,12 @@ impl InMemoryProvider {
     /// Makes every call take `latency` before it answers (or fails).
     pub fn call_latency(&self, latency: Duration) {
         *self.latency.lock().unwrap() = latency;
+    }
+
+    /// Makes every `set_replicas` call take `latency` (on top of
+    /// [`call_latency`](Self::call_latency)) before it takes effect.
+    pub fn set_latency(&self, latency: Duration) {
+        *self.set_latency.lock().unwrap() = latency;
     }
 
     /// The most calls that were ever under way at once.
@@ -302,6 +309,10 @@ impl ServiceQuery for InMemoryProvider {
     async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
         self.set_calls.fetch_add(1, Ordering::SeqCst);
         let _call = self.enter().await;
+        let latency = *self.set_latency.lock().unwrap();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
         let fault = self.set_faults.lock().unwrap().next();
         inject(fault, "set_replicas").await?;
         let now = Instant::now();

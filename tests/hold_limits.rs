@@ -68,3 +68,53 @@ async fn the_total_limit_bounds_all_functions_together() {
     assert_eq!(b.await.unwrap().status, 200);
     assert_eq!(h.get("/function/c").await.status, 200);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_function_is_never_refused_because_other_cold_starts_fill_the_total_limit() {
+    let config = ScalingConfig::default().max_held_total(5);
+    let mut h = Harness::new(config).with_function("warm", FakeFunction::new().running(1));
+    for i in 0..5 {
+        h = h.with_function(
+            &format!("cold-{i}"),
+            FakeFunction::new().startup_delay(ms(30_000)),
+        );
+    }
+    // The warm function's cache entry is filled, then expires.
+    assert_eq!(h.get("/function/warm").await.status, 200);
+    let cold: Vec<_> = (0..5)
+        .map(|i| tokio::spawn(h.get(&format!("/function/cold-{i}"))))
+        .collect();
+    tokio::time::sleep(ms(300)).await;
+    assert_eq!(h.scaler.held(), 5, "the total limit is full");
+
+    for _ in 0..20 {
+        assert_eq!(h.scaler.held(), 5, "still full");
+        let reply = h.get("/function/warm").await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        tokio::time::sleep(ms(300)).await; // past the cache TTL each time
+    }
+    let refused = h.get("/function/cold-extra").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::NOT_FOUND,
+        "unknown: answered, not held"
+    );
+    h.provider
+        .add_function(&id("cold-5"), FakeFunction::new().startup_delay(ms(30_000)));
+    let refused = h.get("/function/cold-5").await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a cold one is refused"
+    );
+    assert!(refused.body.contains("total limit 5"), "{}", refused.body);
+    assert_eq!(
+        h.provider.desired_replicas(&id("cold-5")),
+        Some(0),
+        "and not scaled"
+    );
+    for request in cold {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(h.scaler.held(), 0);
+}

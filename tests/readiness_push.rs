@@ -1,13 +1,19 @@
-//! A provider that pushes readiness releases held requests at once, not at the next poll.
+//! A provider that pushes readiness releases that function's held requests at once, not at the
+//! next poll, whatever the cache settings; pushes for other functions never touch its flight.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ms, Harness};
+use common::{id, ms, Echo, Harness, Reply};
 use tokio::time::Instant;
-use tower_scale_from_zero::testing::FakeFunction;
-use tower_scale_from_zero::ScalingConfig;
+use tower::{Layer, ServiceExt};
+use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+use tower_scale_from_zero::{
+    FunctionCacher, FunctionId, FunctionRef, FunctionScaler, ReadinessNotifier, ScaleFromZeroLayer,
+    ScalingConfig, ServiceQueryResponse,
+};
 
 #[tokio::test(start_paused = true)]
 async fn pushed_readiness_releases_every_held_request_without_waiting_for_a_poll() {
@@ -45,11 +51,146 @@ async fn a_push_that_is_not_ready_releases_nothing() {
     let notifier = h.scaler.readiness_notifier();
     let held = tokio::spawn(h.get("/function/echo"));
     tokio::time::sleep(ms(100)).await;
-    notifier.notify(
-        &common::id("echo"),
-        tower_scale_from_zero::ServiceQueryResponse::new(1, 0),
-    );
+    notifier.notify(&id("echo"), ServiceQueryResponse::new(1, 0));
     tokio::time::sleep(ms(100)).await;
     assert!(!held.is_finished());
     assert_eq!(held.await.unwrap().status, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pushes_for_other_functions_never_delay_a_functions_polling() {
+    // X becomes ready at the provider at 250 ms without a push; it is polled at 100, 200 and
+    // 300 ms. Meanwhile 50 other functions push every 10 ms (a rolling deployment).
+    let config = ScalingConfig::default().readiness_deadline(Duration::from_secs(2));
+    let h = Harness::new(config).with_function("x", FakeFunction::new().startup_delay(ms(250)));
+    let notifier = h.scaler.readiness_notifier();
+    let others: Vec<FunctionId> = (0..50).map(|i| id(&format!("other-{i}"))).collect();
+    let storm = tokio::spawn(async move {
+        for round in 0u64.. {
+            for other in &others {
+                notifier.notify(other, ServiceQueryResponse::new(1, 1 + round % 2));
+            }
+            tokio::time::sleep(ms(10)).await;
+        }
+    });
+
+    let started = Instant::now();
+    let held: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(h.get("/function/x")))
+        .collect();
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(started.elapsed(), ms(300), "released at its own next poll");
+    assert_eq!(
+        h.provider.get_calls(),
+        1 + 1 + 3,
+        "a query, a look after scaling, polls at 100, 200 and 300 ms: no extra wake-ups"
+    );
+    storm.abort();
+}
+
+/// Released at the push instant however the cache is set up.
+async fn push_releases_at_once(scaler: FunctionScaler, provider: Arc<InMemoryProvider>) {
+    provider.push_readiness_to(scaler.readiness_notifier());
+    let gateway = ScaleFromZeroLayer::new(scaler.clone()).layer(Echo::default());
+    let started = Instant::now();
+    let held: Vec<_> = (0..100)
+        .map(|_| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move {
+                let req = http::Request::get("/function/echo")
+                    .body(String::new())
+                    .unwrap();
+                Reply::from(gateway.oneshot(req).await.unwrap()).await
+            })
+        })
+        .collect();
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        started.elapsed(),
+        ms(250),
+        "at the push (250 ms), not at the poll (2 s)"
+    );
+    assert_eq!(
+        provider.get_calls(),
+        2,
+        "the query and the look after scaling"
+    );
+    assert_eq!(scaler.flights(), 0);
+}
+
+fn slow_polling() -> ScalingConfig {
+    ScalingConfig::default().poll_interval(Duration::from_secs(2))
+}
+
+fn echo_provider() -> Arc<InMemoryProvider> {
+    let provider = Arc::new(InMemoryProvider::new());
+    provider.add_function(&id("echo"), FakeFunction::new().startup_delay(ms(250)));
+    provider
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_releases_waiters_with_the_cache_disabled_by_ttl() {
+    let provider = echo_provider();
+    let scaler = FunctionScaler::new(provider.clone(), slow_polling().cache_ttl(Duration::ZERO));
+    push_releases_at_once(scaler, provider).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_releases_waiters_with_the_cache_disabled_by_capacity() {
+    let provider = echo_provider();
+    let scaler = FunctionScaler::new(provider.clone(), slow_polling().cache_capacity(0));
+    push_releases_at_once(scaler, provider).await;
+}
+
+/// A custom cacher that keeps nothing.
+struct Forgetful;
+
+impl FunctionCacher for Forgetful {
+    fn get(&self, _: FunctionRef<'_>) -> Option<ServiceQueryResponse> {
+        None
+    }
+    fn set(&self, _: &FunctionId, _: ServiceQueryResponse) {}
+    fn invalidate(&self, _: FunctionRef<'_>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_releases_waiters_with_a_cacher_that_stores_nothing() {
+    let provider = echo_provider();
+    let scaler = FunctionScaler::with_cache(provider.clone(), Forgetful, slow_polling());
+    push_releases_at_once(scaler, provider).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notifier_made_before_the_scaler_reaches_it() {
+    let notifier = ReadinessNotifier::new();
+    assert!(!notifier.is_attached());
+    let provider = echo_provider();
+    provider.push_readiness_to(notifier.clone());
+    let scaler = FunctionScaler::builder(provider.clone())
+        .config(slow_polling())
+        .readiness_notifier(notifier.clone())
+        .build();
+    assert!(notifier.is_attached());
+    let started = Instant::now();
+    scaler.scale(&id("echo")).await.unwrap();
+    assert_eq!(started.elapsed(), ms(250), "released by the push");
+    drop(scaler);
+    assert!(!notifier.is_attached(), "no strong reference kept");
+    notifier.notify(&id("echo"), ServiceQueryResponse::new(1, 1)); // ignored, no panic
+}
+
+#[test]
+#[should_panic(expected = "already attached")]
+fn one_notifier_serves_one_scaler() {
+    let notifier = ReadinessNotifier::new();
+    let _a = FunctionScaler::builder(InMemoryProvider::new())
+        .readiness_notifier(notifier.clone())
+        .build();
+    let _b = FunctionScaler::builder(InMemoryProvider::new())
+        .readiness_notifier(notifier)
+        .build();
 }

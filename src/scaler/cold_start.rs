@@ -72,6 +72,7 @@ impl FunctionScaler {
             }
         };
         failures.count = 0;
+        self.seen(function, &state);
         if state.is_ready() {
             inner.cache.set(function, state.clone());
             return Ok(Ready {
@@ -87,8 +88,8 @@ impl FunctionScaler {
             return Ok(Ready { state, cold: true });
         }
 
-        // Scale up unless the platform is scaling already, or this gateway asked moments ago
-        // (a read right after a write may still show desired 0). A flight sends at most one
+        // Scale up unless the platform is scaling already, or this scaler asked and has not
+        // seen its request take effect yet (a read right after a write may show desired 0). A flight sends at most one
         // successful `set_replicas`.
         let mut sent = false;
         let mut look_now = false;
@@ -99,6 +100,7 @@ impl FunctionScaler {
             look_now = true;
         }
 
+        let waiting_since = Instant::now();
         // Wait: a poll per interval on a fixed schedule; a push for this function ends the
         // wait at once. Pushes for other functions never reach this flight.
         let mut next_poll = Instant::now() + config.get_poll_interval();
@@ -112,6 +114,9 @@ impl FunctionScaler {
             }
             let polled = inner.calls.call(query.get_replicas(function)).await;
             next_poll = Instant::now() + config.get_poll_interval();
+            if let Ok(state) = &polled {
+                self.seen(function, state);
+            }
             match polled {
                 Ok(state) if state.is_ready() => {
                     inner.cache.set(function, state.clone());
@@ -119,9 +124,14 @@ impl FunctionScaler {
                 }
                 Ok(state) => {
                     failures.count = 0;
-                    // This flight skipped its scale-up on the strength of an earlier request
-                    // that has since left the cache, and the platform still wants 0.
-                    if !sent && state.desired_replicas == 0 && !self.recently_asked(function) {
+                    // This flight skipped its scale-up on the strength of an earlier request,
+                    // and a whole readiness deadline later the platform still wants 0: that
+                    // request was lost, not lagging. (Steady traffic can keep one flight going
+                    // for longer than any deadline.)
+                    if !sent
+                        && state.desired_replicas == 0
+                        && waiting_since.elapsed() >= config.get_readiness_deadline()
+                    {
                         self.scale_up(function, context, flight, &state).await?;
                         sent = true;
                         look_now = true;
@@ -160,12 +170,9 @@ impl FunctionScaler {
             {
                 Ok(()) => {
                     tracing::info!(function = %function, "function scaled 0 → {target}");
-                    // Remembered for the cache TTL, so that a later flight does not take the
+                    // Until a read shows it, so that a later flight does not take the
                     // platform's read-after-write lag for a reason to scale again.
-                    let asked = ServiceQueryResponse::new(target, 0)
-                        .min_replicas(state.min_replicas)
-                        .max_replicas(state.max_replicas);
-                    inner.cache.set(function, asked);
+                    inner.asked.insert(function, ());
                     return Ok(());
                 }
                 Err(err) => {
@@ -182,13 +189,17 @@ impl FunctionScaler {
         }
     }
 
-    /// Whether this gateway's cache remembers that the platform was asked for (or reported)
-    /// desired replicas above zero, within the cache TTL.
+    /// Whether this scaler asked the platform to scale `function` up and has not yet seen a
+    /// read that shows it.
     fn recently_asked(&self, function: &FunctionId) -> bool {
-        self.inner
-            .cache
-            .get(function.as_function_ref())
-            .is_some_and(|state| state.desired_replicas > 0)
+        self.inner.asked.get(function.as_function_ref()).is_some()
+    }
+
+    /// A read shows the platform wants replicas: any request of ours has taken effect.
+    fn seen(&self, function: &FunctionId, state: &ServiceQueryResponse) {
+        if state.desired_replicas > 0 {
+            self.inner.asked.remove(function.as_function_ref());
+        }
     }
 
     /// Waits until `until`, or less if a ready state is pushed for this function. The sleep is

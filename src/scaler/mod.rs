@@ -73,6 +73,10 @@ pub(crate) struct Inner {
     query: Arc<dyn ServiceQuery>,
     cache: Arc<dyn FunctionCacher>,
     not_found: TtlMap<()>,
+    /// Functions this scaler asked to scale up whose platform has not shown it yet (a read
+    /// with desired > 0): a later flight takes desired 0 for read-after-write lag, not for a
+    /// reason to ask again. Independent of the user's cache, which may keep nothing.
+    asked: TtlMap<()>,
     flights: SingleFlight<FunctionId, Outcome, FlightState>,
     /// Requests waiting for cold functions, all together.
     held: AtomicUsize,
@@ -83,6 +87,9 @@ pub(crate) struct Inner {
 impl Inner {
     /// A pushed state: into the cache, and into the mailbox of the function's flight, if any.
     fn push(&self, function: &FunctionId, state: ServiceQueryResponse) {
+        if state.desired_replicas > 0 {
+            self.asked.remove(function.as_function_ref());
+        }
         self.cache.set(function, state.clone());
         if let Some(flight) = self.flights.state(function) {
             flight.push(state);
@@ -134,6 +141,8 @@ impl ScalerBuilder {
             query: self.query,
             cache,
             not_found: TtlMap::new(config.get_not_found_ttl(), config.get_not_found_capacity()),
+            // Each entry comes from a flight with an admitted waiter: bounded like them.
+            asked: TtlMap::new(config.get_readiness_deadline(), config.get_max_held_total()),
             flights: SingleFlight::new(),
             held: AtomicUsize::new(0),
             calls: ProviderCalls::new(&config),
