@@ -123,6 +123,7 @@ struct FakeState {
     previous: Option<ServiceQueryResponse>,
     set_at: Option<Instant>,
     ready_at: Option<Instant>,
+    successful_sets: usize,
 }
 
 #[derive(Debug, Default)]
@@ -166,7 +167,8 @@ impl InMemoryProvider {
         Self::default()
     }
 
-    /// Adds (or replaces) a function.
+    /// Adds (or replaces) a function. Replacing one starts a new cold period: its state and
+    /// its count of successful scale calls start afresh.
     pub fn add_function(&self, id: &FunctionId, spec: FakeFunction) {
         let running = spec.running;
         let state = FakeState {
@@ -176,6 +178,7 @@ impl InMemoryProvider {
             previous: None,
             set_at: None,
             ready_at: (running > 0).then(Instant::now),
+            successful_sets: 0,
         };
         self.functions.lock().unwrap().insert(id.clone(), state);
     }
@@ -235,6 +238,21 @@ impl InMemoryProvider {
     /// `set_replicas` calls that succeeded.
     pub fn successful_sets(&self) -> usize {
         self.successful_sets.load(Ordering::SeqCst)
+    }
+
+    /// `set_replicas` calls for `id` that succeeded since it was (last) added.
+    pub fn successful_sets_for(&self, id: &FunctionId) -> usize {
+        self.functions
+            .lock()
+            .unwrap()
+            .get(id)
+            .map_or(0, |s| s.successful_sets)
+    }
+
+    /// What `get_replicas` would answer for `id` now (read-after-write lag included), without
+    /// counting a call or using up an injected fault; `None` if it does not exist.
+    pub fn current_state(&self, id: &FunctionId) -> Option<ServiceQueryResponse> {
+        self.state(id).ok()
     }
 
     /// The desired replica count of `id`, if it exists.
@@ -322,6 +340,7 @@ impl ServiceQuery for InMemoryProvider {
                 .get_mut(function)
                 .ok_or_else(|| QueryError::not_found("no such fake function"))?;
             self.successful_sets.fetch_add(1, Ordering::SeqCst);
+            state.successful_sets += 1;
             state.previous = Some(snapshot(state, now));
             state.set_at = Some(now);
             state.draining = 0;

@@ -87,7 +87,9 @@ pub(crate) struct Inner {
 impl Inner {
     /// A pushed state: into the cache, and into the mailbox of the function's flight, if any.
     fn push(&self, function: &FunctionId, state: ServiceQueryResponse) {
-        if state.desired_replicas > 0 {
+        // Ready is proof that a scale request took effect. (A push of desired > 0 alone is
+        // not taken as proof: the provider's reads may lag behind its pushes.)
+        if state.is_ready() {
             self.asked.remove(function.as_function_ref());
         }
         self.cache.set(function, state.clone());
