@@ -54,7 +54,7 @@ impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
 /// holds about `capacity` entries at most (a few more under concurrent writes).
 ///
 /// When full, a new entry replaces an old one in O(1) amortised time: an expired one among the
-/// few oldest-inserted, else the oldest. Function names
+/// two oldest-inserted, else the oldest. Function names
 /// come from untrusted URLs, so neither memory nor the cost of an insert may grow with them.
 /// Uses `tokio::time::Instant`, so paused test time applies.
 pub struct TtlCache {
@@ -109,8 +109,9 @@ impl FunctionCacher for TtlCache {
 }
 
 /// How many of the oldest-inserted entries an eviction looks at for an expired one before it
-/// takes the oldest: bounds the work of one insert into a full map.
-const EVICTION_SAMPLE: usize = 8;
+/// takes the oldest: bounds the work of one insert into a full map. Each look is a hash
+/// look-up that likely misses the CPU cache in a large map, so few.
+const EVICTION_SAMPLE: usize = 2;
 
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
 /// cache.
@@ -156,31 +157,25 @@ impl<V: Clone> TtlMap<V> {
             .checked_add(self.ttl)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         // The common case, a refresh of a present key: no eviction, no ring.
-        if let Some(mut entry) = self
-            .entries
-            .get_mut(&function.as_function_ref() as &dyn Key)
-        {
-            *entry = (expires, value);
-            return;
-        }
-        if self.len.load(Ordering::Relaxed) >= self.capacity {
-            self.evict_one(now);
-        }
         if self
             .entries
             .insert(function.clone(), (expires, value))
-            .is_none()
+            .is_some()
         {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
-            order.push_back(function.clone());
-            if order.len() >= self.capacity.saturating_mul(2).max(64) {
-                // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
-                let mut seen = HashSet::with_capacity(order.len());
-                order.retain(|key| {
-                    self.entries.contains_key(key as &dyn Key) && seen.insert(key.clone())
-                });
-            }
+            return;
+        }
+        let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        order.push_back(function.clone());
+        if len > self.capacity {
+            self.evict_one(&mut order, now);
+        }
+        if order.len() >= self.capacity.saturating_mul(2).max(64) {
+            // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
+            let mut seen = HashSet::with_capacity(order.len());
+            order.retain(|key| {
+                self.entries.contains_key(key as &dyn Key) && seen.insert(key.clone())
+            });
         }
     }
 
@@ -194,11 +189,11 @@ impl<V: Clone> TtlMap<V> {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Removes one entry: the first expired one among the few oldest-inserted, else the
-    /// oldest. A bounded number of steps, each O(1), plus the keys removed since they were
-    /// queued (each dropped from the ring once).
-    fn evict_one(&self, now: Instant) {
-        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+    /// Removes one entry: the older of the two oldest-inserted if it has expired or the
+    /// younger has not, else the younger (expired entries go first, at the cost of one extra
+    /// look-up). Keys removed since they were queued are dropped from the ring as they are met,
+    /// each once: O(1) amortised.
+    fn evict_one(&self, order: &mut VecDeque<FunctionId>, now: Instant) {
         loop {
             let mut victim = None;
             let mut index = 0;
@@ -210,10 +205,8 @@ impl<V: Clone> TtlMap<V> {
                     .get(&order[index] as &dyn Key)
                     .map(|entry| now >= entry.0);
                 match expired {
-                    // Removed since it was queued: drop it from the ring.
                     None => {
                         order.remove(index);
-                        continue;
                     }
                     Some(true) => {
                         victim = Some(index);
