@@ -194,3 +194,32 @@ fn one_notifier_serves_one_scaler() {
         .readiness_notifier(notifier)
         .build();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_push_while_the_scale_call_is_being_retried_releases_at_once() {
+    // Our scale calls keep failing; someone else scales the function and the watch says so.
+    let config = ScalingConfig::default().poll_interval(Duration::from_secs(1));
+    let h = Harness::new(config).with_function("echo", FakeFunction::new());
+    h.provider.fail_set(
+        tower_scale_from_zero::testing::Fault::Error(tower_scale_from_zero::QueryError::provider(
+            "conflict",
+        )),
+        usize::MAX,
+    );
+    let notifier = h.scaler.readiness_notifier();
+    let started = Instant::now();
+    let held = tokio::spawn(h.get("/function/echo"));
+    tokio::time::sleep(ms(150)).await;
+    notifier.notify(&id("echo"), ServiceQueryResponse::new(1, 1));
+    assert_eq!(held.await.unwrap().status, 200);
+    assert_eq!(
+        started.elapsed(),
+        ms(150),
+        "released by the push, not a later poll"
+    );
+    assert_eq!(
+        h.provider.set_calls(),
+        1,
+        "no further scale call after the push"
+    );
+}

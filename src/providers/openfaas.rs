@@ -44,6 +44,9 @@ const MAX_LABEL: &str = "com.openfaas.scale.max";
 const MAX_BODY: usize = 1 << 20;
 const EXCERPT: usize = 200;
 
+/// Idle connections kept to the provider: as many as the scaler's default cap on calls.
+const MAX_IDLE_CONNECTIONS: usize = 64;
+
 /// The OpenFaaS provider API client. Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct OpenFaasProvider {
@@ -84,8 +87,11 @@ impl OpenFaasProvider {
             return Err(invalid(format!("{base_url:?} has a query string")));
         }
         let base = base_url.trim_end_matches('/').to_owned();
+        // Connections in use are bounded by the scaler's cap on provider calls under way
+        // (`ScalingConfig::max_provider_calls`, 64 by default); idle ones by this.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .build_http();
         Ok(Self {
             base,

@@ -12,11 +12,6 @@ use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse}
 
 type Context = FlightContext<FunctionId, Outcome, FlightState>;
 
-/// Consecutive failed provider calls, and what ends the flight when they are too many.
-struct Failures {
-    count: u32,
-}
-
 impl FunctionScaler {
     /// The flight's task. It has no deadline of its own: it runs while a request waits on it
     /// (each with its own deadline) or while a `set_replicas` it sent is under way.
@@ -54,7 +49,7 @@ impl FunctionScaler {
         let inner = &*self.inner;
         let config = &inner.config;
         let query = &inner.query;
-        let mut failures = Failures { count: 0 };
+        let mut failures = 0;
 
         // The first answer tells a warm function whose cache entry expired (released at once,
         // never counted as held) from a cold one. A failed call counts as cold.
@@ -64,14 +59,14 @@ impl FunctionScaler {
                 Err(err) => {
                     self.failed(function, flight, err, &mut failures, None)?;
                     flight.mark_cold();
-                    let retry_at = Instant::now() + inner.calls.backoff(failures.count);
+                    let retry_at = Instant::now() + inner.calls.backoff(failures);
                     if let Some(state) = self.pause(flight, retry_at).await {
                         return Ok(Ready { state, cold: true });
                     }
                 }
             }
         };
-        failures.count = 0;
+        failures = 0;
         self.seen(function, &state);
         if state.is_ready() {
             inner.cache.set(function, state.clone());
@@ -89,12 +84,14 @@ impl FunctionScaler {
         }
 
         // Scale up unless the platform is scaling already, or this scaler asked and has not
-        // seen its request take effect yet (a read right after a write may show desired 0). A flight sends at most one
-        // successful `set_replicas`.
+        // seen its request take effect yet (a read right after a write may show desired 0).
+        // A flight sends at most one successful `set_replicas`.
         let mut sent = false;
         let mut look_now = false;
         if state.desired_replicas == 0 && !self.recently_asked(function) {
-            self.scale_up(function, context, flight, &state).await?;
+            if let Some(state) = self.scale_up(function, context, flight, &state).await? {
+                return Ok(Ready { state, cold: true });
+            }
             sent = true;
             // Look once without waiting: a fast platform should not cost a poll interval.
             look_now = true;
@@ -123,7 +120,7 @@ impl FunctionScaler {
                     return Ok(Ready { state, cold: true });
                 }
                 Ok(state) => {
-                    failures.count = 0;
+                    failures = 0;
                     // This flight skipped its scale-up on the strength of an earlier request,
                     // and a whole readiness deadline later the platform still wants 0: that
                     // request was lost, not lagging. (Steady traffic can keep one flight going
@@ -132,32 +129,37 @@ impl FunctionScaler {
                         && state.desired_replicas == 0
                         && waiting_since.elapsed() >= config.get_readiness_deadline()
                     {
-                        self.scale_up(function, context, flight, &state).await?;
+                        if let Some(state) =
+                            self.scale_up(function, context, flight, &state).await?
+                        {
+                            return Ok(Ready { state, cold: true });
+                        }
                         sent = true;
                         look_now = true;
                     }
                 }
                 Err(err) => {
                     self.failed(function, flight, err, &mut failures, None)?;
-                    next_poll = Instant::now() + inner.calls.backoff(failures.count);
+                    next_poll = Instant::now() + inner.calls.backoff(failures);
                 }
             }
         }
     }
 
-    /// Sends `set_replicas(target)` until it succeeds, with backoff between failures. Once
-    /// sent, a call runs to its own end (success, error or call timeout) even if every waiter
-    /// leaves meanwhile: abandoning requests must not abandon the platform mid-write.
+    /// Sends `set_replicas(target)` until it succeeds, with backoff between failures; ends
+    /// early with the state if a ready one is pushed meanwhile. Once sent, a call runs to its
+    /// own end (success, error or call timeout) even if every waiter leaves meanwhile:
+    /// abandoning requests must not abandon the platform mid-write.
     async fn scale_up(
         &self,
         function: &FunctionId,
         context: &Context,
         flight: &FlightState,
         state: &ServiceQueryResponse,
-    ) -> Result<(), ScaleError> {
+    ) -> Result<Option<ServiceQueryResponse>, ScaleError> {
         let inner = &*self.inner;
         let target = state.scale_target();
-        let mut failures = Failures { count: 0 };
+        let mut failures = 0;
         loop {
             let Some(writing) = context.keep_alive() else {
                 // Every waiter has left and the flight's abort is on its way: send nothing.
@@ -173,18 +175,18 @@ impl FunctionScaler {
                     // Until a read shows it, so that a later flight does not take the
                     // platform's read-after-write lag for a reason to scale again.
                     inner.asked.insert(function, ());
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(err) => {
-                    let attempts = failures.count + 1;
+                    let attempts = failures + 1;
                     self.failed(function, flight, err, &mut failures, Some(attempts))?;
                 }
             }
             drop(writing);
-            let retry_at = Instant::now() + inner.calls.backoff(failures.count);
-            if self.pause(flight, retry_at).await.is_some() {
+            let retry_at = Instant::now() + inner.calls.backoff(failures);
+            if let Some(ready) = self.pause(flight, retry_at).await {
                 // Pushed ready while retrying: someone else scaled it. Nothing left to write.
-                return Ok(());
+                return Ok(Some(ready));
             }
         }
     }
@@ -228,7 +230,7 @@ impl FunctionScaler {
         function: &FunctionId,
         flight: &FlightState,
         err: QueryError,
-        failures: &mut Failures,
+        failures: &mut u32,
         scale_attempts: Option<u32>,
     ) -> Result<(), ScaleError> {
         let inner = &*self.inner;
@@ -236,15 +238,15 @@ impl FunctionScaler {
             inner.not_found.insert(function, ());
             return Err(ScaleError::not_found(function.clone()));
         }
-        failures.count += 1;
+        *failures += 1;
         tracing::debug!(
             function = %function,
-            failures = failures.count,
+            failures = *failures,
             error = %ErrorChain(&err),
             "provider call failed"
         );
         flight.set_last_error(err.clone());
-        if err.is_retryable() && failures.count < inner.config.get_max_scale_attempts() {
+        if err.is_retryable() && *failures < inner.config.get_max_scale_attempts() {
             return Ok(());
         }
         Err(match scale_attempts {
