@@ -158,7 +158,7 @@ where
                     return Err(Full(()));
                 }
                 slot.callers += 1;
-                (slot.id, slot.result.clone(), Arc::clone(&slot.state))
+                (slot.id, slot.result.clone())
             }
             entry => {
                 if max_callers == 0 {
@@ -204,14 +204,13 @@ where
                         vacant.insert(slot);
                     }
                 }
-                (id, result, state)
+                (id, result)
             }
         };
         drop(dead);
-        let (id, result, state) = joined;
+        let (id, result) = joined;
         Ok(Flight {
             result,
-            state,
             guard: Caller {
                 inner: Arc::clone(&self.inner),
                 key,
@@ -280,14 +279,20 @@ impl<K: Hash + Eq, V, S> fmt::Debug for SingleFlight<K, V, S> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Flight<K: Hash + Eq, V, S = ()> {
     result: Shared<Joined<V>>,
-    state: Arc<S>,
     guard: Caller<K, V, S>,
 }
 
 impl<K: Hash + Eq, V, S> Flight<K, V, S> {
-    /// The flight's shared state.
-    pub fn state(&self) -> &Arc<S> {
-        &self.state
+    /// The flight's shared state, while the flight is under way (`None` once it has ended).
+    /// A look-up, not a field: callers that do not need the state pay nothing for it.
+    pub fn state(&self) -> Option<Arc<S>> {
+        let guard = &self.guard;
+        guard
+            .inner
+            .flights
+            .get(&guard.key)
+            .filter(|slot| slot.id == guard.id)
+            .map(|slot| Arc::clone(&slot.state))
     }
 }
 

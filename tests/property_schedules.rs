@@ -79,6 +79,9 @@ impl Service<Request<String>> for Recorder {
         let RequestId(id) = *req.extensions().get().expect("request id");
         if arrival.elapsed() > self.deadline {
             self.late.fetch_add(1, Ordering::SeqCst);
+            if std::env::var_os("PROPERTY_TRACE").is_some() {
+                eprintln!("request {id} forwarded after {:?}", arrival.elapsed());
+            }
         }
         *self.forwards.lock().unwrap().entry(id).or_default() += 1;
         ready(Ok(Response::new(String::from("forwarded"))))

@@ -15,7 +15,7 @@ use tower_scale_from_zero::testing::FakeFunction;
 use tower_scale_from_zero::{ColdStart, FunctionCacher, ScaleFromZeroLayer, ScalingConfig};
 
 #[tokio::test(start_paused = true)]
-async fn held_requests_carry_cold_start_and_warm_ones_do_not() {
+async fn held_requests_carry_cold_start_when_asked_and_warm_ones_never() {
     let h = Harness::new(ScalingConfig::default())
         .with_function("echo", FakeFunction::new().startup_delay(ms(300)))
         .with_function("warm", FakeFunction::new().running(1));
@@ -23,7 +23,9 @@ async fn held_requests_carry_cold_start_and_warm_ones_do_not() {
         let waited = req.extensions().get::<ColdStart>().map(|c| c.waited());
         Ok::<_, Infallible>(Response::new(format!("{waited:?}")))
     });
-    let gateway = ScaleFromZeroLayer::new(h.scaler.clone()).layer(seen);
+    let gateway = ScaleFromZeroLayer::new(h.scaler.clone())
+        .mark_cold_starts(true)
+        .layer(seen);
     let get = |path: &str| {
         let req = Request::get(path).body(String::new()).unwrap();
         gateway.clone().oneshot(req)

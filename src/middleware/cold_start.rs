@@ -1,8 +1,10 @@
 use std::time::Duration;
 
 /// A request extension: this request was held while its function started from cold, for
-/// [`waited`](Self::waited). Present only on requests that waited for a cold start (not on
-/// warm ones, nor on refreshes of a warm function's expired cache entry).
+/// [`waited`](Self::waited). Added when the layer is built with
+/// [`mark_cold_starts(true)`](crate::ScaleFromZeroLayer::mark_cold_starts), and only to
+/// requests that waited for a cold start (not to warm ones, nor to refreshes of a warm
+/// function's expired cache entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ColdStart {
     waited: Duration,

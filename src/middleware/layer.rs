@@ -33,6 +33,7 @@ pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
     scaler: FunctionScaler,
     extractor: E,
     responder: R,
+    mark_cold_starts: bool,
 }
 
 impl ScaleFromZeroLayer {
@@ -43,6 +44,7 @@ impl ScaleFromZeroLayer {
             scaler,
             extractor: OpenFaasPath::new(),
             responder: DefaultResponder::new(),
+            mark_cold_starts: false,
         }
     }
 }
@@ -54,6 +56,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             scaler: self.scaler,
             extractor,
             responder: self.responder,
+            mark_cold_starts: self.mark_cold_starts,
         }
     }
 
@@ -63,7 +66,17 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             scaler: self.scaler,
             extractor: self.extractor,
             responder,
+            mark_cold_starts: self.mark_cold_starts,
         }
+    }
+
+    /// Whether requests that waited for a cold start reach the inner service with a
+    /// [`ColdStart`](crate::ColdStart) extension (off by default: it costs an allocation and
+    /// two clock reads per such request). A forwarding service uses it to retry the first
+    /// forward after a cold start; see [the module docs](crate::middleware).
+    pub fn mark_cold_starts(mut self, mark: bool) -> Self {
+        self.mark_cold_starts = mark;
+        self
     }
 
     /// The scaler the services of this layer share.
@@ -82,6 +95,7 @@ impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
                 scaler: self.scaler.clone(),
                 extractor: self.extractor.clone(),
                 responder: self.responder.clone(),
+                mark_cold_starts: self.mark_cold_starts,
             }),
         )
     }

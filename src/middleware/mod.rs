@@ -20,8 +20,9 @@
 //! # The first forward after a cold start
 //!
 //! "Ready" on the platform is not always "routable" yet (a Service's endpoints, a proxy's
-//! routes and a process's listener lag behind by milliseconds). A request that waited for a
-//! cold start carries a [`ColdStart`] extension when it reaches the inner service. A
+//! routes and a process's listener lag behind by milliseconds). With
+//! [`ScaleFromZeroLayer::mark_cold_starts`], a request that waited for a cold start carries a
+//! [`ColdStart`] extension when it reaches the inner service. A
 //! forwarding service should retry such a request when the upstream refuses the connection,
 //! a few times within a short bound (e.g. 5 tries over at most 1 s), if its body is empty or
 //! can be replayed; and call [`FunctionScaler::evict`](crate::FunctionScaler::evict) when an

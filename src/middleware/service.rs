@@ -27,6 +27,7 @@ pub(super) struct Shared<E, R> {
     pub(super) scaler: FunctionScaler,
     pub(super) extractor: E,
     pub(super) responder: R,
+    pub(super) mark_cold_starts: bool,
 }
 
 impl<S> ScaleFromZero<S> {
@@ -38,6 +39,7 @@ impl<S> ScaleFromZero<S> {
                 scaler,
                 extractor: OpenFaasPath::new(),
                 responder: DefaultResponder::new(),
+                mark_cold_starts: false,
             }),
         )
     }
@@ -156,11 +158,11 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         ResponseFuture::cold(Box::pin(async move {
-            let arrival = tokio::time::Instant::now();
+            let arrival = shared.mark_cold_starts.then(tokio::time::Instant::now);
             match shared.scaler.ready(&function).await {
                 Ok(ready) => {
                     let mut req = req;
-                    if ready.cold {
+                    if let Some(arrival) = arrival.filter(|_| ready.cold) {
                         req.extensions_mut()
                             .insert(ColdStart::new(arrival.elapsed()));
                     }

@@ -18,7 +18,11 @@ impl FunctionScaler {
     pub(super) async fn cold_start(self, function: FunctionId, context: Context) -> Outcome {
         let started = Instant::now();
         let flight = Arc::clone(context.state());
-        let outcome = self.bring_up(&function, &context, &flight).await;
+        let outcome = tokio::select! {
+            outcome = self.bring_up(&function, &context, &flight) => outcome,
+            never = flight.deadlines().run() => match never {},
+        };
+        flight.deadlines().close();
         match &outcome {
             Ok(ready) if ready.cold => {
                 let waited_ms = started.elapsed().as_millis() as u64;

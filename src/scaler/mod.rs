@@ -16,6 +16,7 @@
 //! shared by several runtimes: a cold start whose runtime shut down is never joined again.
 
 mod cold_start;
+mod deadlines;
 mod provider_calls;
 mod readiness;
 
@@ -24,7 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{timeout_at, Instant};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::time::Instant;
 
 use self::provider_calls::ProviderCalls;
 use self::readiness::FlightState;
@@ -257,7 +262,6 @@ impl FunctionScaler {
     }
 
     pub(crate) async fn ready(&self, function: &FunctionId) -> Outcome {
-        let arrival = Instant::now();
         let inner = &*self.inner;
         let config = &inner.config;
         let key = function.as_function_ref();
@@ -267,6 +271,7 @@ impl FunctionScaler {
         if inner.not_found.get(key).is_some() {
             return Err(ScaleError::not_found(function.clone()));
         }
+        let arrival = Instant::now();
         let deadline = far_instant(arrival, config.get_readiness_deadline());
         let mut healed = false;
         loop {
@@ -287,54 +292,48 @@ impl FunctionScaler {
                         config.get_retry_after(),
                     )
                 })?;
-            let state = Arc::clone(flight.state());
-            let mut held = None;
-            let waited = timeout_at(deadline, async {
-                loop {
-                    let turned_cold = state.turned_cold().notified();
-                    tokio::pin!(turned_cold);
-                    turned_cold.as_mut().enable();
-                    if held.is_none() && state.is_cold() {
-                        let slot = HeldSlot::acquire(&inner.held, config.get_max_held_total())
-                            .ok_or_else(|| {
+            let waited = match flight.state() {
+                Some(state) => {
+                    Waiter::new(&inner.held, &state)
+                        .wait(
+                            &mut flight,
+                            deadline,
+                            || {
                                 ScaleError::overloaded(
                                     function.clone(),
                                     "total",
                                     config.get_max_held_total(),
                                     config.get_retry_after(),
                                 )
-                            })?;
-                        held = Some(slot);
-                        state.admit();
-                    }
-                    tokio::select! {
-                        biased;
-                        out = &mut flight => return Ok(out),
-                        _ = turned_cold, if held.is_none() => {}
-                    }
+                            },
+                            config.get_max_held_total(),
+                        )
+                        .await
                 }
-            })
-            .await;
+                // Already over: its result is ready.
+                None => Waited::Done((&mut flight).await),
+            };
             match waited {
-                Err(_) => {
+                Waited::TimedOut => {
+                    let last_error = flight.state().and_then(|state| state.last_error());
                     return Err(ScaleError::not_ready(
                         function.clone(),
                         arrival.elapsed(),
-                        state.last_error(),
-                    ))
+                        last_error,
+                    ));
                 }
-                Ok(Err(refused)) => return Err(refused),
-                Ok(Ok(Ok(outcome))) => return outcome,
-                Ok(Ok(Err(FlightError::Panicked))) => {
+                Waited::Refused(refused) => return Err(refused),
+                Waited::Done(Ok(outcome)) => return outcome,
+                Waited::Done(Err(FlightError::Panicked)) => {
                     return Err(ScaleError::panicked(function.clone()))
                 }
                 // The flight's task was cancelled (its runtime shut down): join a fresh one
                 // once; a second cancellation means this runtime is going too.
-                Ok(Ok(Err(_))) if !healed => {
+                Waited::Done(Err(_)) if !healed => {
                     tracing::debug!(function = %function, "cold start was cancelled; starting a fresh one");
                     healed = true;
                 }
-                Ok(Ok(Err(_))) => {
+                Waited::Done(Err(_)) => {
                     return Err(ScaleError::interrupted(
                         function.clone(),
                         config.get_retry_after(),
@@ -361,6 +360,86 @@ pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
         .checked_add(by)
         .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
+
+/// How one request's wait on a flight ended.
+enum Waited {
+    Done(Result<Outcome, FlightError>),
+    TimedOut,
+    Refused(ScaleError),
+}
+
+/// One request waiting on a flight: its deadline in the flight's queue, and its place under
+/// the total hold limit once the flight knows the function is cold.
+struct Waiter<'a> {
+    held: &'a AtomicUsize,
+    state: &'a FlightState,
+    ticket: Option<deadlines::Ticket>,
+    slot: Option<HeldSlot<'a>>,
+}
+
+impl<'a> Waiter<'a> {
+    fn new(held: &'a AtomicUsize, state: &'a FlightState) -> Self {
+        Self {
+            held,
+            state,
+            ticket: None,
+            slot: None,
+        }
+    }
+
+    /// The flight's result, unless `deadline` passes first or the flight turns cold while the
+    /// total hold limit is full. The flight is polled first: a released waiter leaves without
+    /// touching the deadline queue.
+    async fn wait(
+        mut self,
+        flight: &mut SingleFlightHandle,
+        deadline: Instant,
+        refused: impl Fn() -> ScaleError,
+        limit: usize,
+    ) -> Waited {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = Pin::new(&mut *flight).poll(cx) {
+                // Timers fire on whole milliseconds: a release in the same tick as the
+                // deadline must not forward a request that is already late.
+                if matches!(out, Ok(Ok(_))) && Instant::now() > deadline {
+                    return Poll::Ready(Waited::TimedOut);
+                }
+                return Poll::Ready(Waited::Done(out));
+            }
+            match &self.ticket {
+                None => {
+                    self.ticket = Some(self.state.deadlines().register(deadline, cx.waker()));
+                }
+                Some(ticket) => {
+                    if self.state.deadlines().expired(ticket, cx.waker()) {
+                        return Poll::Ready(Waited::TimedOut);
+                    }
+                }
+            }
+            if self.slot.is_none() && self.state.is_cold() {
+                match HeldSlot::acquire(self.held, limit) {
+                    Some(slot) => {
+                        self.slot = Some(slot);
+                        self.state.admit();
+                    }
+                    None => return Poll::Ready(Waited::Refused(refused())),
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = &self.ticket {
+            self.state.deadlines().cancel(ticket);
+        }
+    }
+}
+
+type SingleFlightHandle = crate::single_flight::Flight<FunctionId, Outcome, FlightState>;
 
 /// One place in the total hold queue, given back on drop.
 struct HeldSlot<'a>(&'a AtomicUsize);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use tokio::sync::Notify;
 
+use super::deadlines::Deadlines;
 use super::Inner;
 use crate::{FunctionId, QueryError, ServiceQueryResponse};
 
@@ -95,7 +96,8 @@ pub(super) struct FlightState {
     /// Set once the flight knows the function is cold (not merely a refresh of a warm one):
     /// from then on its waiters count against the hold limits.
     cold: AtomicBool,
-    turned_cold: Notify,
+    /// Its waiters' deadlines, swept by the flight's task.
+    deadlines: Deadlines,
     /// Waiters that got a place under the total hold limit. A cold flight scales up only once
     /// one has: a flight whose every waiter was refused must not touch the platform.
     admitted: AtomicUsize,
@@ -123,7 +125,8 @@ impl FlightState {
 
     pub(super) fn mark_cold(&self) {
         if !self.cold.swap(true, Ordering::AcqRel) {
-            self.turned_cold.notify_waiters();
+            // Waiters that joined while this could still be a warm refresh take their places.
+            self.deadlines.wake_all();
         }
     }
 
@@ -131,13 +134,15 @@ impl FlightState {
         self.cold.load(Ordering::Acquire)
     }
 
-    pub(super) fn turned_cold(&self) -> &Notify {
-        &self.turned_cold
+    pub(super) fn deadlines(&self) -> &Deadlines {
+        &self.deadlines
     }
 
     pub(super) fn admit(&self) {
-        self.admitted.fetch_add(1, Ordering::AcqRel);
-        self.admission.notify_waiters();
+        // Only the first admission can wake the flight.
+        if self.admitted.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.admission.notify_waiters();
+        }
     }
 
     /// Resolves once a waiter has been admitted (at once if one has).

@@ -1,0 +1,179 @@
+//! The readiness deadlines of one flight's waiters, kept by the flight's own task: one timer per
+//! flight instead of one per held request, and nothing for a waiter to undo when the flight
+//! ends (10 000 released requests must not each take a timer lock to leave).
+//!
+//! Deadlines are "arrival + readiness deadline", so they come in nearly sorted: a new one goes
+//! at the back of the queue, or (a waiter moved over from a cancelled flight) a little before.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::task::Waker;
+
+use tokio::sync::Notify;
+use tokio::time::{sleep_until, Instant};
+
+#[derive(Default)]
+pub(super) struct Deadlines {
+    queue: Mutex<Queue>,
+    /// A deadline earlier than any queued one arrived: the sweeper re-arms its timer.
+    earlier: Notify,
+    /// The flight has ended: waiters leave without touching the queue.
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queue {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    /// (deadline, slot, generation), earliest first; pairs whose slot moved on are skipped.
+    order: VecDeque<(Instant, usize, u64)>,
+    live: usize,
+    next_generation: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    generation: u64,
+    used: bool,
+    expired: bool,
+    waker: Option<Waker>,
+}
+
+/// A waiter's place in the queue.
+pub(super) struct Ticket {
+    index: usize,
+    generation: u64,
+}
+
+impl Deadlines {
+    /// Queues a waiter whose deadline is `at`, to be woken through `waker` then.
+    pub(super) fn register(&self, at: Instant, waker: &Waker) -> Ticket {
+        let mut queue = lock(&self.queue);
+        queue.next_generation += 1;
+        let generation = queue.next_generation;
+        let index = match queue.free.pop() {
+            Some(index) => index,
+            None => {
+                queue.slots.push(Slot::default());
+                queue.slots.len() - 1
+            }
+        };
+        queue.slots[index] = Slot {
+            generation,
+            used: true,
+            expired: false,
+            waker: Some(waker.clone()),
+        };
+        queue.live += 1;
+        let earliest = queue.order.front().is_none_or(|&(head, ..)| at < head);
+        let position = queue
+            .order
+            .iter()
+            .rposition(|&(other, ..)| other <= at)
+            .map_or(0, |p| p + 1);
+        queue.order.insert(position, (at, index, generation));
+        if queue.order.len() > 2 * queue.live + 64 {
+            // Waiters that left: O(n) once per n departures.
+            let Queue { slots, order, .. } = &mut *queue;
+            order.retain(|&(_, index, generation)| {
+                let slot = &slots[index];
+                slot.used && slot.generation == generation
+            });
+        }
+        drop(queue);
+        if earliest {
+            self.earlier.notify_one();
+        }
+        Ticket { index, generation }
+    }
+
+    /// Whether `ticket`'s deadline has passed; otherwise keeps its waker current.
+    pub(super) fn expired(&self, ticket: &Ticket, waker: &Waker) -> bool {
+        let mut queue = lock(&self.queue);
+        let slot = &mut queue.slots[ticket.index];
+        if slot.generation != ticket.generation || slot.expired {
+            return true;
+        }
+        if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            slot.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    /// A waiter leaves. Free once the flight has ended.
+    pub(super) fn cancel(&self, ticket: &Ticket) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut queue = lock(&self.queue);
+        let slot = &mut queue.slots[ticket.index];
+        if slot.generation == ticket.generation && slot.used {
+            *slot = Slot::default();
+            queue.free.push(ticket.index);
+            queue.live -= 1;
+        }
+    }
+
+    /// The flight has ended; its waiters hold its result.
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Wakes every queued waiter (the flight turned cold: each takes a place or is refused).
+    pub(super) fn wake_all(&self) {
+        let queue = lock(&self.queue);
+        for slot in queue.slots.iter().filter(|s| s.used && !s.expired) {
+            if let Some(waker) = &slot.waker {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// The sweeper, run by the flight's task beside its work: wakes each waiter at its
+    /// deadline. Never returns.
+    pub(super) async fn run(&self) -> Infallible {
+        loop {
+            let earlier = self.earlier.notified();
+            tokio::pin!(earlier);
+            earlier.as_mut().enable();
+            let next = {
+                let mut queue = lock(&self.queue);
+                let now = Instant::now();
+                loop {
+                    match queue.order.front().copied() {
+                        Some((at, index, generation)) if at <= now => {
+                            queue.order.pop_front();
+                            let slot = &mut queue.slots[index];
+                            if slot.used && slot.generation == generation {
+                                slot.expired = true;
+                                if let Some(waker) = slot.waker.take() {
+                                    waker.wake();
+                                }
+                            }
+                        }
+                        Some((at, ..)) => break Some(at),
+                        None => break None,
+                    }
+                }
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = sleep_until(at) => {}
+                        _ = earlier => {}
+                    }
+                }
+                None => earlier.await,
+            }
+        }
+    }
+}
+
+/// The queue guards plain values: a panic elsewhere cannot leave it half-written.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
