@@ -292,27 +292,17 @@ impl FunctionScaler {
                         config.get_retry_after(),
                     )
                 })?;
-            let waited = match flight.state() {
-                Some(state) => {
-                    Waiter::new(&inner.held, &state)
-                        .wait(
-                            &mut flight,
-                            deadline,
-                            || {
-                                ScaleError::overloaded(
-                                    function.clone(),
-                                    "total",
-                                    config.get_max_held_total(),
-                                    config.get_retry_after(),
-                                )
-                            },
-                            config.get_max_held_total(),
-                        )
-                        .await
-                }
-                // Already over: its result is ready.
-                None => Waited::Done((&mut flight).await),
+            let refused = || {
+                ScaleError::overloaded(
+                    function.clone(),
+                    "total",
+                    config.get_max_held_total(),
+                    config.get_retry_after(),
+                )
             };
+            let waited = Waiter::new(&inner.held)
+                .wait(&mut flight, deadline, refused, config.get_max_held_total())
+                .await;
             match waited {
                 Waited::TimedOut => {
                     let last_error = flight.state().and_then(|state| state.last_error());
@@ -369,27 +359,26 @@ enum Waited {
 }
 
 /// One request waiting on a flight: its deadline in the flight's queue, and its place under
-/// the total hold limit once the flight knows the function is cold.
+/// the total hold limit once the flight knows the function is cold. It keeps no reference to
+/// the flight's state: it looks it up on the rare polls that need it, so that a released
+/// waiter leaves without touching anything shared but the flight's result.
 struct Waiter<'a> {
     held: &'a AtomicUsize,
-    state: &'a FlightState,
     ticket: Option<deadlines::Ticket>,
     slot: Option<HeldSlot<'a>>,
 }
 
 impl<'a> Waiter<'a> {
-    fn new(held: &'a AtomicUsize, state: &'a FlightState) -> Self {
+    fn new(held: &'a AtomicUsize) -> Self {
         Self {
             held,
-            state,
             ticket: None,
             slot: None,
         }
     }
 
     /// The flight's result, unless `deadline` passes first or the flight turns cold while the
-    /// total hold limit is full. The flight is polled first: a released waiter leaves without
-    /// touching the deadline queue.
+    /// total hold limit is full.
     async fn wait(
         mut self,
         flight: &mut SingleFlightHandle,
@@ -397,7 +386,7 @@ impl<'a> Waiter<'a> {
         refused: impl Fn() -> ScaleError,
         limit: usize,
     ) -> Waited {
-        std::future::poll_fn(|cx| {
+        let waited = std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = Pin::new(&mut *flight).poll(cx) {
                 // Timers fire on whole milliseconds: a release in the same tick as the
                 // deadline must not forward a request that is already late.
@@ -406,36 +395,40 @@ impl<'a> Waiter<'a> {
                 }
                 return Poll::Ready(Waited::Done(out));
             }
+            let Some(state) = flight.state() else {
+                // Ended between this poll and the look-up: its result is there next poll.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            };
             match &self.ticket {
                 None => {
-                    self.ticket = Some(self.state.deadlines().register(deadline, cx.waker()));
+                    self.ticket = Some(state.deadlines().register(deadline, cx.waker()));
                 }
                 Some(ticket) => {
-                    if self.state.deadlines().expired(ticket, cx.waker()) {
+                    if state.deadlines().expired(ticket, cx.waker()) {
                         return Poll::Ready(Waited::TimedOut);
                     }
                 }
             }
-            if self.slot.is_none() && self.state.is_cold() {
+            if self.slot.is_none() && state.is_cold() {
                 match HeldSlot::acquire(self.held, limit) {
                     Some(slot) => {
                         self.slot = Some(slot);
-                        self.state.admit();
+                        state.admit();
                     }
                     None => return Poll::Ready(Waited::Refused(refused())),
                 }
             }
             Poll::Pending
         })
-        .await
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        if let Some(ticket) = &self.ticket {
-            self.state.deadlines().cancel(ticket);
+        .await;
+        if let (Some(ticket), false) = (self.ticket.take(), matches!(waited, Waited::Done(_))) {
+            // Leaving early (deadline, refusal): free the queue slot while the flight runs.
+            if let Some(state) = flight.state() {
+                state.deadlines().cancel(&ticket);
+            }
         }
+        waited
     }
 }
 
