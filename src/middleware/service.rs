@@ -158,13 +158,11 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         ResponseFuture::cold(Box::pin(async move {
-            let arrival = shared.mark_cold_starts.then(tokio::time::Instant::now);
             match shared.scaler.ready(&function).await {
-                Ok(ready) => {
+                Ok(released) => {
                     let mut req = req;
-                    if let Some(arrival) = arrival.filter(|_| ready.cold) {
-                        req.extensions_mut()
-                            .insert(ColdStart::new(arrival.elapsed()));
+                    if let Some(since) = released.cold_since.filter(|_| shared.mark_cold_starts) {
+                        req.extensions_mut().insert(ColdStart::new(since.elapsed()));
                     }
                     match inner.ready().await {
                         Ok(inner) => Cold::Call(inner.call(req)),

@@ -26,41 +26,43 @@ pub(super) struct Deadlines {
 #[derive(Default)]
 struct Queue {
     slots: Vec<Slot>,
-    free: Vec<usize>,
+    free: Vec<u32>,
     /// (deadline, slot, generation), earliest first; pairs whose slot moved on are skipped.
-    order: VecDeque<(Instant, usize, u64)>,
+    order: VecDeque<(Instant, u32, u32)>,
     live: usize,
-    next_generation: u64,
+    next_generation: u32,
 }
 
 #[derive(Default)]
 struct Slot {
-    generation: u64,
+    generation: u32,
     used: bool,
     expired: bool,
     waker: Option<Waker>,
 }
 
-/// A waiter's place in the queue.
+/// A waiter's place in the queue: 8 bytes, as it lives in every held request.
 pub(super) struct Ticket {
-    index: usize,
-    generation: u64,
+    index: u32,
+    generation: u32,
 }
 
 impl Deadlines {
     /// Queues a waiter whose deadline is `at`, to be woken through `waker` then.
     pub(super) fn register(&self, at: Instant, waker: &Waker) -> Ticket {
         let mut queue = lock(&self.queue);
-        queue.next_generation += 1;
+        // Wrapping is harmless: a slot is reused long before 2^32 generations pass.
+        queue.next_generation = queue.next_generation.wrapping_add(1);
         let generation = queue.next_generation;
         let index = match queue.free.pop() {
             Some(index) => index,
             None => {
                 queue.slots.push(Slot::default());
-                queue.slots.len() - 1
+                // At most one slot per waiter, and waiters per flight are bounded.
+                u32::try_from(queue.slots.len() - 1).expect("fewer than 2^32 waiters")
             }
         };
-        queue.slots[index] = Slot {
+        queue.slots[index as usize] = Slot {
             generation,
             used: true,
             expired: false,
@@ -78,7 +80,7 @@ impl Deadlines {
             // Waiters that left: O(n) once per n departures.
             let Queue { slots, order, .. } = &mut *queue;
             order.retain(|&(_, index, generation)| {
-                let slot = &slots[index];
+                let slot = &slots[index as usize];
                 slot.used && slot.generation == generation
             });
         }
@@ -92,7 +94,7 @@ impl Deadlines {
     /// Whether `ticket`'s deadline has passed; otherwise keeps its waker current.
     pub(super) fn expired(&self, ticket: &Ticket, waker: &Waker) -> bool {
         let mut queue = lock(&self.queue);
-        let slot = &mut queue.slots[ticket.index];
+        let slot = &mut queue.slots[ticket.index as usize];
         if slot.generation != ticket.generation || slot.expired {
             return true;
         }
@@ -108,7 +110,7 @@ impl Deadlines {
             return;
         }
         let mut queue = lock(&self.queue);
-        let slot = &mut queue.slots[ticket.index];
+        let slot = &mut queue.slots[ticket.index as usize];
         if slot.generation == ticket.generation && slot.used {
             *slot = Slot::default();
             queue.free.push(ticket.index);
@@ -145,7 +147,7 @@ impl Deadlines {
                     match queue.order.front().copied() {
                         Some((at, index, generation)) if at <= now => {
                             queue.order.pop_front();
-                            let slot = &mut queue.slots[index];
+                            let slot = &mut queue.slots[index as usize];
                             if slot.used && slot.generation == generation {
                                 slot.expired = true;
                                 if let Some(waker) = slot.waker.take() {

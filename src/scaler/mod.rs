@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
@@ -258,51 +258,57 @@ impl FunctionScaler {
     /// from this call. Concurrent calls for one function share one flight; dropping the
     /// returned future frees its hold slot at once.
     pub async fn scale(&self, function: &FunctionId) -> Result<ServiceQueryResponse, ScaleError> {
-        self.ready(function).await.map(|ready| ready.state)
+        self.ready(function).await.map(|released| released.state)
     }
 
-    pub(crate) async fn ready(&self, function: &FunctionId) -> Outcome {
+    /// [`scale`](Self::scale), also saying since when the request waited if a cold start
+    /// happened (for the middleware's [`ColdStart`](crate::ColdStart) mark).
+    pub(crate) async fn ready(&self, function: &FunctionId) -> Result<Released, ScaleError> {
+        // A block, so that none of this is kept in the future's state while it waits.
+        {
+            let key = function.as_function_ref();
+            if let Some(state) = self.inner.cache.get(key).filter(|s| s.is_ready()) {
+                return Ok(Released {
+                    state,
+                    cold_since: None,
+                });
+            }
+            if self.inner.not_found.get(key).is_some() {
+                return Err(ScaleError::not_found(function.clone()));
+            }
+        }
         let inner = &*self.inner;
         let config = &inner.config;
-        let key = function.as_function_ref();
-        if let Some(state) = inner.cache.get(key).filter(|s| s.is_ready()) {
-            return Ok(Ready { state, cold: false });
-        }
-        if inner.not_found.get(key).is_some() {
-            return Err(ScaleError::not_found(function.clone()));
-        }
         let arrival = Instant::now();
-        let deadline = far_instant(arrival, config.get_readiness_deadline());
         let mut healed = false;
         loop {
-            let this = self.clone();
-            let id = function.clone();
-            let mut flight = inner
-                .flights
-                .try_join_with(
+            let joined = {
+                // In a block: moved into the flight, they must not keep room in this future.
+                let this = self.clone();
+                let id = function.clone();
+                inner.flights.try_join_with(
                     function.clone(),
                     config.get_max_held_per_function(),
                     move |context| async move { this.cold_start(id, context).await },
                 )
-                .map_err(|_| {
-                    ScaleError::overloaded(
-                        function.clone(),
-                        "per-function",
-                        config.get_max_held_per_function(),
-                        config.get_retry_after(),
-                    )
-                })?;
-            let refused = || {
+            };
+            let mut flight = joined.map_err(|_| {
                 ScaleError::overloaded(
                     function.clone(),
-                    "total",
-                    config.get_max_held_total(),
+                    "per-function",
+                    config.get_max_held_per_function(),
                     config.get_retry_after(),
                 )
+            })?;
+            // Polled in place (no nested future): this state lives in every held request.
+            let mut waiter = Waiter {
+                ticket: None,
+                slot: None,
             };
-            let waited = Waiter::new(&inner.held)
-                .wait(&mut flight, deadline, refused, config.get_max_held_total())
-                .await;
+            let waited =
+                std::future::poll_fn(|cx| waiter.poll(inner, function, &mut flight, arrival, cx))
+                    .await;
+            waiter.leave(&flight, &waited);
             match waited {
                 Waited::TimedOut => {
                     let last_error = flight.state().and_then(|state| state.last_error());
@@ -313,7 +319,12 @@ impl FunctionScaler {
                     ));
                 }
                 Waited::Refused(refused) => return Err(refused),
-                Waited::Done(Ok(outcome)) => return outcome,
+                Waited::Done(Ok(outcome)) => {
+                    return outcome.map(|ready| Released {
+                        state: ready.state,
+                        cold_since: ready.cold.then_some(arrival),
+                    })
+                }
                 Waited::Done(Err(FlightError::Panicked)) => {
                     return Err(ScaleError::panicked(function.clone()))
                 }
@@ -332,6 +343,14 @@ impl FunctionScaler {
             }
         }
     }
+}
+
+/// What [`FunctionScaler::ready`] hands the middleware.
+#[derive(Debug)]
+pub(crate) struct Released {
+    pub(crate) state: ServiceQueryResponse,
+    /// When the request arrived, if it waited for a cold start.
+    pub(crate) cold_since: Option<Instant>,
 }
 
 impl fmt::Debug for FunctionScaler {
@@ -363,72 +382,72 @@ enum Waited {
 /// the flight's state: it looks it up on the rare polls that need it, so that a released
 /// waiter leaves without touching anything shared but the flight's result.
 struct Waiter<'a> {
-    held: &'a AtomicUsize,
     ticket: Option<deadlines::Ticket>,
     slot: Option<HeldSlot<'a>>,
 }
 
 impl<'a> Waiter<'a> {
-    fn new(held: &'a AtomicUsize) -> Self {
-        Self {
-            held,
-            ticket: None,
-            slot: None,
-        }
-    }
-
-    /// The flight's result, unless `deadline` passes first or the flight turns cold while the
-    /// total hold limit is full.
-    async fn wait(
-        mut self,
+    /// The flight's result, unless the deadline passes first or the flight turns cold while
+    /// the total hold limit is full. The flight is polled first: a released waiter leaves at
+    /// once.
+    fn poll(
+        &mut self,
+        inner: &'a Inner,
+        function: &FunctionId,
         flight: &mut SingleFlightHandle,
-        deadline: Instant,
-        refused: impl Fn() -> ScaleError,
-        limit: usize,
-    ) -> Waited {
-        let waited = std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = Pin::new(&mut *flight).poll(cx) {
-                // Timers fire on whole milliseconds: a release in the same tick as the
-                // deadline must not forward a request that is already late.
-                if matches!(out, Ok(Ok(_))) && Instant::now() > deadline {
+        arrival: Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<Waited> {
+        let config = &inner.config;
+        let deadline = far_instant(arrival, config.get_readiness_deadline());
+        if let Poll::Ready(out) = Pin::new(&mut *flight).poll(cx) {
+            // Timers fire on whole milliseconds: a release in the same tick as the deadline
+            // must not forward a request that is already late.
+            if matches!(out, Ok(Ok(_))) && Instant::now() > deadline {
+                return Poll::Ready(Waited::TimedOut);
+            }
+            return Poll::Ready(Waited::Done(out));
+        }
+        let Some(state) = flight.state() else {
+            // Ended between the poll and the look-up: its result is there next time.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        };
+        match &self.ticket {
+            None => self.ticket = Some(state.deadlines().register(deadline, cx.waker())),
+            Some(ticket) => {
+                if state.deadlines().expired(ticket, cx.waker()) {
                     return Poll::Ready(Waited::TimedOut);
                 }
-                return Poll::Ready(Waited::Done(out));
             }
-            let Some(state) = flight.state() else {
-                // Ended between this poll and the look-up: its result is there next poll.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            };
-            match &self.ticket {
+        }
+        if self.slot.is_none() && state.is_cold() {
+            match HeldSlot::acquire(&inner.held, config.get_max_held_total()) {
+                Some(slot) => {
+                    self.slot = Some(slot);
+                    state.admit();
+                }
                 None => {
-                    self.ticket = Some(state.deadlines().register(deadline, cx.waker()));
-                }
-                Some(ticket) => {
-                    if state.deadlines().expired(ticket, cx.waker()) {
-                        return Poll::Ready(Waited::TimedOut);
-                    }
-                }
-            }
-            if self.slot.is_none() && state.is_cold() {
-                match HeldSlot::acquire(self.held, limit) {
-                    Some(slot) => {
-                        self.slot = Some(slot);
-                        state.admit();
-                    }
-                    None => return Poll::Ready(Waited::Refused(refused())),
+                    return Poll::Ready(Waited::Refused(ScaleError::overloaded(
+                        function.clone(),
+                        "total",
+                        config.get_max_held_total(),
+                        config.get_retry_after(),
+                    )))
                 }
             }
-            Poll::Pending
-        })
-        .await;
+        }
+        Poll::Pending
+    }
+
+    /// Leaving before the flight's end (deadline, refusal) frees the queue slot; a released
+    /// waiter has nothing to undo.
+    fn leave(&mut self, flight: &SingleFlightHandle, waited: &Waited) {
         if let (Some(ticket), false) = (self.ticket.take(), matches!(waited, Waited::Done(_))) {
-            // Leaving early (deadline, refusal): free the queue slot while the flight runs.
             if let Some(state) = flight.state() {
                 state.deadlines().cancel(&ticket);
             }
         }
-        waited
     }
 }
 
