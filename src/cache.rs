@@ -53,8 +53,7 @@ impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
 /// The default [`FunctionCacher`]: entries expire `ttl` after they were written, and the cache
 /// holds about `capacity` entries at most (a few more under concurrent writes).
 ///
-/// When full, a new entry replaces an old one in O(1) amortised time: an expired one among the
-/// two oldest-inserted, else the oldest. Function names
+/// When full, a new entry replaces the oldest-inserted one in O(1) amortised time. Function names
 /// come from untrusted URLs, so neither memory nor the cost of an insert may grow with them.
 /// Uses `tokio::time::Instant`, so paused test time applies.
 pub struct TtlCache {
@@ -107,11 +106,6 @@ impl FunctionCacher for TtlCache {
         Some(self.len())
     }
 }
-
-/// How many of the oldest-inserted entries an eviction looks at for an expired one before it
-/// takes the oldest: bounds the work of one insert into a full map. Each look is a hash
-/// look-up that likely misses the CPU cache in a large map, so few.
-const EVICTION_SAMPLE: usize = 2;
 
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
 /// cache.
@@ -168,7 +162,7 @@ impl<V: Clone> TtlMap<V> {
         let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         order.push_back(function.clone());
         if len > self.capacity {
-            self.evict_one(&mut order, now);
+            self.evict_one(&mut order);
         }
         if order.len() >= self.capacity.saturating_mul(2).max(64) {
             // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
@@ -189,35 +183,12 @@ impl<V: Clone> TtlMap<V> {
         self.len.load(Ordering::Relaxed)
     }
 
-    /// Removes one entry: the older of the two oldest-inserted if it has expired or the
-    /// younger has not, else the younger (expired entries go first, at the cost of one extra
-    /// look-up). Keys removed since they were queued are dropped from the ring as they are met,
-    /// each once: O(1) amortised.
-    fn evict_one(&self, order: &mut VecDeque<FunctionId>, now: Instant) {
-        loop {
-            let mut victim = None;
-            let mut index = 0;
-            while index < order.len() && index < EVICTION_SAMPLE {
-                // Copy what is needed out of the guard: no guard may live while the map is
-                // written.
-                let expired = self
-                    .entries
-                    .get(&order[index] as &dyn Key)
-                    .map(|entry| now >= entry.0);
-                match expired {
-                    None => {
-                        order.remove(index);
-                    }
-                    Some(true) => {
-                        victim = Some(index);
-                        break;
-                    }
-                    Some(false) => index += 1,
-                }
-            }
-            let Some(key) = order.remove(victim.unwrap_or(0)) else {
-                return;
-            };
+    /// Removes the oldest-inserted entry still present: one hash operation, plus the keys
+    /// removed since they were queued (each dropped from the ring once): O(1) amortised.
+    /// The oldest insertion is the nearest expiry unless it was refreshed since; a refreshed
+    /// (busy) function that is evicted costs one provider call when next asked for.
+    fn evict_one(&self, order: &mut VecDeque<FunctionId>) {
+        while let Some(key) = order.pop_front() {
             if self.entries.remove(&key as &dyn Key).is_some() {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 return;

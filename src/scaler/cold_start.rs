@@ -65,7 +65,7 @@ impl FunctionScaler {
                     flight.mark_cold();
                     let retry_at = Instant::now() + inner.calls.backoff(failures);
                     if let Some(state) = self.pause(flight, retry_at).await {
-                        return Ok(Ready { state, cold: true });
+                        return Ok(Ready::now(state, true));
                     }
                 }
             }
@@ -74,17 +74,14 @@ impl FunctionScaler {
         self.seen(function, &state);
         if state.is_ready() {
             inner.cache.set(function, state.clone());
-            return Ok(Ready {
-                state,
-                cold: flight.is_cold(),
-            });
+            return Ok(Ready::now(state, flight.is_cold()));
         }
         flight.mark_cold();
         // Only for a waiter that holds a place under the total limit: if every one is refused
         // they leave, and the flight is aborted here without having touched the platform.
         flight.some_admitted().await;
         if let Some(state) = flight.take_ready_push() {
-            return Ok(Ready { state, cold: true });
+            return Ok(Ready::now(state, true));
         }
 
         // Scale up unless the platform is scaling already, or this scaler asked and has not
@@ -94,7 +91,7 @@ impl FunctionScaler {
         let mut look_now = false;
         if state.desired_replicas == 0 && !self.recently_asked(function) {
             if let Some(state) = self.scale_up(function, context, flight, &state).await? {
-                return Ok(Ready { state, cold: true });
+                return Ok(Ready::now(state, true));
             }
             sent = true;
             // Look once without waiting: a fast platform should not cost a poll interval.
@@ -108,10 +105,10 @@ impl FunctionScaler {
         loop {
             if !std::mem::take(&mut look_now) {
                 if let Some(state) = self.pause(flight, next_poll).await {
-                    return Ok(Ready { state, cold: true });
+                    return Ok(Ready::now(state, true));
                 }
             } else if let Some(state) = flight.take_ready_push() {
-                return Ok(Ready { state, cold: true });
+                return Ok(Ready::now(state, true));
             }
             let polled = inner.calls.call(query.get_replicas(function)).await;
             next_poll = Instant::now() + config.get_poll_interval();
@@ -121,7 +118,7 @@ impl FunctionScaler {
             match polled {
                 Ok(state) if state.is_ready() => {
                     inner.cache.set(function, state.clone());
-                    return Ok(Ready { state, cold: true });
+                    return Ok(Ready::now(state, true));
                 }
                 Ok(state) => {
                     failures = 0;
@@ -136,7 +133,7 @@ impl FunctionScaler {
                         if let Some(state) =
                             self.scale_up(function, context, flight, &state).await?
                         {
-                            return Ok(Ready { state, cold: true });
+                            return Ok(Ready::now(state, true));
                         }
                         sent = true;
                         look_now = true;

@@ -48,6 +48,18 @@ type Outcome = Result<Ready, ScaleError>;
 pub(crate) struct Ready {
     pub(crate) state: ServiceQueryResponse,
     pub(crate) cold: bool,
+    /// When the flight found it ready: a waiter whose deadline had passed by then is late.
+    pub(crate) at: Instant,
+}
+
+impl Ready {
+    fn now(state: ServiceQueryResponse, cold: bool) -> Self {
+        Self {
+            state,
+            cold,
+            at: Instant::now(),
+        }
+    }
 }
 
 /// Brings functions from zero to ready. Cloning is a reference-count bump.
@@ -402,8 +414,8 @@ impl<'a> Waiter<'a> {
         let deadline = far_instant(arrival, config.get_readiness_deadline());
         if let Poll::Ready(out) = Pin::new(&mut *flight).poll(cx) {
             // Timers fire on whole milliseconds: a release in the same tick as the deadline
-            // must not forward a request that is already late.
-            if matches!(out, Ok(Ok(_))) && Instant::now() > deadline {
+            // must not forward a request that was already late when the flight ended.
+            if matches!(&out, Ok(Ok(ready)) if ready.at > deadline) {
                 return Poll::Ready(Waited::TimedOut);
             }
             return Poll::Ready(Waited::Done(out));
