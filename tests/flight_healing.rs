@@ -10,13 +10,7 @@ use common::{id, Harness};
 use tower_scale_from_zero::testing::{FakeFunction, Fault};
 use tower_scale_from_zero::ScalingConfig;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
+use common::paused_runtime as runtime;
 
 /// For a runtime that waits on another thread: paused time would jump to the next timer (the
 /// deadline) as soon as it is idle. Real time, bounded by the test's own timeout.

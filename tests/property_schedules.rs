@@ -114,13 +114,7 @@ fn random_fault(rng: &mut Rng) -> Fault {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
+use common::paused_runtime as runtime;
 
 struct Sent {
     id: u64,

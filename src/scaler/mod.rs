@@ -17,20 +17,21 @@
 
 mod cold_start;
 mod deadlines;
+mod place;
 mod provider_calls;
 mod readiness;
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
+use self::place::Place;
 use self::provider_calls::ProviderCalls;
 use self::readiness::FlightState;
 pub use self::readiness::ReadinessNotifier;
@@ -395,7 +396,7 @@ enum Waited {
 /// waiter leaves without touching anything shared but the flight's result.
 struct Waiter<'a> {
     ticket: Option<deadlines::Ticket>,
-    slot: Option<HeldSlot<'a>>,
+    slot: Option<Place<'a>>,
 }
 
 impl<'a> Waiter<'a> {
@@ -434,7 +435,7 @@ impl<'a> Waiter<'a> {
             }
         }
         if self.slot.is_none() && state.is_cold() {
-            match HeldSlot::acquire(&inner.held, config.get_max_held_total()) {
+            match Place::take(&inner.held, config.get_max_held_total()) {
                 Some(slot) => {
                     self.slot = Some(slot);
                     state.admit();
@@ -464,22 +465,3 @@ impl<'a> Waiter<'a> {
 }
 
 type SingleFlightHandle = crate::single_flight::Flight<FunctionId, Outcome, FlightState>;
-
-/// One place in the total hold queue, given back on drop.
-struct HeldSlot<'a>(&'a AtomicUsize);
-
-impl<'a> HeldSlot<'a> {
-    fn acquire(held: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < limit).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Self(held))
-    }
-}
-
-impl Drop for HeldSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}

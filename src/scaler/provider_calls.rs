@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, TryAcquireError};
 use tokio::time::timeout;
 
+use super::place::Place;
 use crate::{QueryError, ScalingConfig};
 
 /// The gate every provider call of one scaler passes: at most `max_provider_calls` under way,
@@ -46,13 +47,12 @@ impl ProviderCalls {
             let _permit = match self.permits.try_acquire() {
                 Ok(permit) => permit,
                 Err(TryAcquireError::NoPermits) => {
-                    let _queued =
-                        QueueSlot::acquire(&self.queued, self.max_queued).ok_or_else(|| {
-                            QueryError::provider(format!(
-                                "too many provider calls waiting (limit {})",
-                                self.max_queued
-                            ))
-                        })?;
+                    let _queued = Place::take(&self.queued, self.max_queued).ok_or_else(|| {
+                        QueryError::provider(format!(
+                            "too many provider calls waiting (limit {})",
+                            self.max_queued
+                        ))
+                    })?;
                     self.permits
                         .acquire()
                         .await
@@ -81,26 +81,6 @@ impl ProviderCalls {
     /// Provider calls under way now.
     pub(super) fn in_flight(&self, max: usize) -> usize {
         max - self.permits.available_permits()
-    }
-}
-
-/// A place in the queue for a provider-call permit, given back on drop.
-struct QueueSlot<'a>(&'a AtomicUsize);
-
-impl<'a> QueueSlot<'a> {
-    fn acquire(queued: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(queued))
-    }
-}
-
-impl Drop for QueueSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

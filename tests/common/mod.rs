@@ -121,3 +121,12 @@ impl Reply {
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
+
+/// A runtime of its own, on paused time: for tests that run several, or shut one down.
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
