@@ -107,6 +107,14 @@ impl FunctionCacher for TtlCache {
     }
 }
 
+/// `start + by`, or about a century from `start` when that cannot be represented: expiries
+/// and deadlines from configured durations, which may be `Duration::MAX`.
+pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
+    start
+        .checked_add(by)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
 /// cache.
 pub(crate) struct TtlMap<V> {
@@ -145,11 +153,8 @@ impl<V: Clone> TtlMap<V> {
         if self.capacity == 0 {
             return;
         }
-        let now = Instant::now();
         // A TTL too long to represent means "never expires" (about a century).
-        let expires = now
-            .checked_add(self.ttl)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        let expires = far_instant(Instant::now(), self.ttl);
         // The common case, a refresh of a present key: no eviction, no ring.
         if self
             .entries

@@ -66,6 +66,19 @@ struct Slot<V, S> {
     state: Arc<S>,
 }
 
+impl<K: Hash + Eq, V, S> Inner<K, V, S> {
+    /// The state of `key`'s flight (only if it is flight `id`, when given).
+    fn state<Q>(&self, key: &Q, id: Option<u64>) -> Option<Arc<S>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slot = self.flights.get(key)?;
+        id.is_none_or(|id| slot.id == id)
+            .then(|| Arc::clone(&slot.state))
+    }
+}
+
 impl<V, S> Slot<V, S> {
     fn unused(&self) -> bool {
         self.callers == 0 && self.keep_alive == 0
@@ -226,10 +239,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.inner
-            .flights
-            .get(key)
-            .map(|slot| Arc::clone(&slot.state))
+        self.inner.state(key, None)
     }
 
     /// The number of callers waiting on `key`'s flight (0 when there is none).
@@ -286,13 +296,7 @@ impl<K: Hash + Eq, V, S> Flight<K, V, S> {
     /// The flight's shared state, while the flight is under way (`None` once it has ended).
     /// A look-up, not a field: callers that do not need the state pay nothing for it.
     pub fn state(&self) -> Option<Arc<S>> {
-        let guard = &self.guard;
-        guard
-            .inner
-            .flights
-            .get(&guard.key)
-            .filter(|slot| slot.id == guard.id)
-            .map(|slot| Arc::clone(&slot.state))
+        self.guard.inner.state(&self.guard.key, Some(self.guard.id))
     }
 }
 
@@ -330,15 +334,6 @@ impl<K: Hash + Eq + Clone, V, S> FlightContext<K, V, S> {
     /// The flight's shared state.
     pub fn state(&self) -> &Arc<S> {
         &self.state
-    }
-
-    /// The number of callers waiting on this flight.
-    pub fn callers(&self) -> usize {
-        self.inner
-            .flights
-            .get(&self.key)
-            .filter(|slot| slot.id == self.id)
-            .map_or(0, |slot| slot.callers)
     }
 
     /// Keeps the flight running while the guard lives, even if every caller leaves; `None`

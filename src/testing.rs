@@ -1,8 +1,8 @@
 //! An in-memory [`ServiceQuery`] for tests, ours and yours: functions with a start-up delay,
 //! min/max replicas, read-after-write lag and scale-downs in progress; injected faults
 //! (errors, hangs, panics) and call latency; call counters, including the most calls ever
-//! under way at once; and readiness pushed through a [`ReadinessNotifier`]. Enabled by the `test-util`
-//! feature. Time is `tokio::time`, so paused test time applies.
+//! under way at once; and readiness pushed through a [`ReadinessNotifier`]. Enabled by the
+//! `test-util` feature. Time is `tokio::time`, so paused test time applies.
 //!
 //! ```
 //! use std::time::Duration;

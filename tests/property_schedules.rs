@@ -285,9 +285,7 @@ fn run(seed: u64) -> Result<(), String> {
                         }
                     }
                     Some(200) if forwarded == 1 => {}
-                    Some(status @ (404 | 500 | 502 | 503 | 504)) if forwarded == 0 => {
-                        let _ = status;
-                    }
+                    Some(404 | 500 | 502 | 503 | 504) if forwarded == 0 => {}
                     Some(status) => {
                         return Err(format!(
                             "request {id}: status {status}, forwarded {forwarded} times"

@@ -10,6 +10,15 @@ use tokio::time::{timeout, Instant};
 use tower_scale_from_zero::testing::FakeFunction;
 use tower_scale_from_zero::ScalingConfig;
 
+/// A client that asks for `echo` and gives up, unanswered, after `patience`.
+async fn client_gives_up_after(h: &Harness, patience: Duration) {
+    let answered = timeout(patience, h.get("/function/echo")).await;
+    assert!(
+        answered.is_err(),
+        "the client was answered before giving up"
+    );
+}
+
 /// A client that gives up after 2 s, against a provider whose scale call takes 3 s.
 fn harness(spec: FakeFunction) -> Harness {
     let h = Harness::new(ScalingConfig::default()).with_function("echo", spec);
@@ -21,9 +30,7 @@ fn harness(spec: FakeFunction) -> Harness {
 async fn a_scale_call_in_flight_completes_after_every_waiter_left() {
     let h = harness(FakeFunction::new().startup_delay(ms(500)));
     let started = Instant::now();
-    assert!(timeout(Duration::from_secs(2), h.get("/function/echo"))
-        .await
-        .is_err());
+    client_gives_up_after(&h, Duration::from_secs(2)).await;
     assert_eq!(h.scaler.held(), 0, "the client's place is freed at once");
     assert_eq!(h.scaler.flights(), 1, "the write keeps its flight going");
 
@@ -40,9 +47,7 @@ async fn a_scale_call_in_flight_completes_after_every_waiter_left() {
 async fn a_retry_during_the_write_joins_it() {
     let h = harness(FakeFunction::new().startup_delay(ms(500)));
     let started = Instant::now();
-    assert!(timeout(Duration::from_secs(2), h.get("/function/echo"))
-        .await
-        .is_err());
+    client_gives_up_after(&h, Duration::from_secs(2)).await;
     tokio::time::sleep(ms(100)).await;
     let retry = h.get("/function/echo").await;
     assert_eq!(retry.status, 200);
@@ -63,9 +68,7 @@ async fn a_request_after_the_abandoned_write_does_not_scale_again() {
             .read_after_write_lag(Duration::from_secs(1)),
     );
     let started = Instant::now();
-    assert!(timeout(Duration::from_secs(2), h.get("/function/echo"))
-        .await
-        .is_err());
+    client_gives_up_after(&h, Duration::from_secs(2)).await;
     tokio::time::sleep_until(started + ms(3_100)).await;
     assert_eq!(h.scaler.flights(), 0);
 
@@ -88,9 +91,7 @@ async fn a_request_after_the_abandoned_write_does_not_scale_again_even_without_a
             .read_after_write_lag(Duration::from_secs(1)),
     );
     h.provider.set_latency(Duration::from_secs(3));
-    assert!(timeout(Duration::from_secs(2), h.get("/function/echo"))
-        .await
-        .is_err());
+    client_gives_up_after(&h, Duration::from_secs(2)).await;
     tokio::time::sleep(ms(1_100)).await;
     assert_eq!(h.get("/function/echo").await.status, 200);
     assert_eq!(h.provider.set_calls(), 1);
@@ -105,7 +106,7 @@ async fn a_scale_request_the_platform_lost_is_sent_again_after_a_deadline() {
     let lagging = FakeFunction::new().read_after_write_lag(Duration::from_secs(2));
     let h = Harness::new(config).with_function("echo", lagging);
     h.provider.set_latency(Duration::from_secs(1));
-    assert!(timeout(ms(500), h.get("/function/echo")).await.is_err());
+    client_gives_up_after(&h, ms(500)).await;
     tokio::time::sleep(ms(600)).await;
     assert_eq!(h.provider.successful_sets(), 1);
     h.provider.add_function(&id("echo"), FakeFunction::new());

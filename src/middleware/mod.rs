@@ -15,7 +15,6 @@
 //! gives back the inner readiness it was called with (a `ConcurrencyLimit` permit, a `Buffer`
 //! slot) and asks a clone of the inner service for readiness again once the function is ready,
 //! so waiting requests hold no inner capacity.
-
 //!
 //! # The first forward after a cold start
 //!

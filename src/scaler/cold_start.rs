@@ -10,19 +10,18 @@ use crate::error::ErrorChain;
 use crate::single_flight::FlightContext;
 use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
 
-type Context = FlightContext<FunctionId, Outcome, FlightState>;
+type FlightCx = FlightContext<FunctionId, Outcome, FlightState>;
 
 impl FunctionScaler {
     /// The flight's task. It has no deadline of its own: it runs while a request waits on it
     /// (each with its own deadline) or while a `set_replicas` it sent is under way.
-    pub(super) async fn cold_start(self, function: FunctionId, context: Context) -> Outcome {
+    pub(super) async fn cold_start(self, function: FunctionId, context: FlightCx) -> Outcome {
         let started = Instant::now();
         let flight = Arc::clone(context.state());
         let outcome = tokio::select! {
             outcome = self.bring_up(&function, &context, &flight) => outcome,
             never = flight.deadlines().run() => match never {},
         };
-        flight.deadlines().close();
         match &outcome {
             Ok(ready) if ready.cold => {
                 let waited_ms = started.elapsed().as_millis() as u64;
@@ -47,7 +46,7 @@ impl FunctionScaler {
     async fn bring_up(
         &self,
         function: &FunctionId,
-        context: &Context,
+        context: &FlightCx,
         flight: &FlightState,
     ) -> Outcome {
         let inner = &*self.inner;
@@ -154,7 +153,7 @@ impl FunctionScaler {
     async fn scale_up(
         &self,
         function: &FunctionId,
-        context: &Context,
+        context: &FlightCx,
         flight: &FlightState,
         state: &ServiceQueryResponse,
     ) -> Result<Option<ServiceQueryResponse>, ScaleError> {

@@ -7,20 +7,19 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
+use super::lock;
+
 #[derive(Default)]
 pub(super) struct Deadlines {
     queue: Mutex<Queue>,
     /// A deadline earlier than any queued one arrived: the sweeper re-arms its timer.
     earlier: Notify,
-    /// The flight has ended: waiters leave without touching the queue.
-    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -104,11 +103,9 @@ impl Deadlines {
         false
     }
 
-    /// A waiter leaves. Free once the flight has ended.
+    /// A waiter leaves before the flight's end. (Waiters released by the flight never call
+    /// this: the queue goes with the flight.)
     pub(super) fn cancel(&self, ticket: &Ticket) {
-        if self.closed.load(Ordering::Acquire) {
-            return;
-        }
         let mut queue = lock(&self.queue);
         let slot = &mut queue.slots[ticket.index as usize];
         if slot.generation == ticket.generation && slot.used {
@@ -116,11 +113,6 @@ impl Deadlines {
             queue.free.push(ticket.index);
             queue.live -= 1;
         }
-    }
-
-    /// The flight has ended; its waiters hold its result.
-    pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
     }
 
     /// Wakes every queued waiter (the flight turned cold: each takes a place or is refused).
@@ -171,11 +163,4 @@ impl Deadlines {
             }
         }
     }
-}
-
-/// The queue guards plain values: a panic elsewhere cannot leave it half-written.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -27,7 +27,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -35,7 +34,7 @@ use self::place::Place;
 use self::provider_calls::ProviderCalls;
 use self::readiness::FlightState;
 pub use self::readiness::ReadinessNotifier;
-use crate::cache::TtlMap;
+use crate::cache::{far_instant, TtlMap};
 use crate::function::Key;
 use crate::{
     FlightError, FunctionCacher, FunctionId, FunctionRef, ScaleError, ScalingConfig, ServiceQuery,
@@ -262,9 +261,7 @@ impl FunctionScaler {
     /// The number of provider calls under way now (at most
     /// [`ScalingConfig::max_provider_calls`]).
     pub fn provider_calls_in_flight(&self) -> usize {
-        self.inner
-            .calls
-            .in_flight(self.inner.config.get_max_provider_calls())
+        self.inner.calls.in_flight()
     }
 
     /// Makes `function` ready, or says why it cannot be, within the readiness deadline counted
@@ -376,11 +373,12 @@ impl fmt::Debug for FunctionScaler {
     }
 }
 
-/// `start + by`, or about a century from `start` when that cannot be represented.
-pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
-    start
-        .checked_add(by)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+/// Locks a mutex that guards plain values: a panic elsewhere cannot leave them half-written,
+/// so a poisoned lock is used as it is.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// How one request's wait on a flight ended.

@@ -16,6 +16,7 @@ use crate::{QueryError, ScalingConfig};
 /// the moment the call asks for a place.
 pub(super) struct ProviderCalls {
     permits: Semaphore,
+    max: usize,
     queued: AtomicUsize,
     max_queued: usize,
     timeout: Duration,
@@ -28,6 +29,7 @@ impl ProviderCalls {
     pub(super) fn new(config: &ScalingConfig) -> Self {
         Self {
             permits: Semaphore::new(config.get_max_provider_calls()),
+            max: config.get_max_provider_calls(),
             queued: AtomicUsize::new(0),
             max_queued: config.get_max_queued_provider_calls(),
             timeout: config.get_call_timeout(),
@@ -79,8 +81,8 @@ impl ProviderCalls {
     }
 
     /// Provider calls under way now.
-    pub(super) fn in_flight(&self, max: usize) -> usize {
-        max - self.permits.available_permits()
+    pub(super) fn in_flight(&self) -> usize {
+        self.max - self.permits.available_permits()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tokio::sync::Notify;
 
 use super::deadlines::Deadlines;
-use super::Inner;
+use super::{lock, Inner};
 use crate::{FunctionId, QueryError, ServiceQueryResponse};
 
 /// Lets a provider that watches the platform (a Kubernetes watch, a process supervisor) report
@@ -165,11 +165,4 @@ impl FlightState {
     pub(super) fn last_error(&self) -> Option<QueryError> {
         lock(&self.last_error).clone()
     }
-}
-
-/// These locks guard plain values: a panic elsewhere cannot leave them half-written.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
