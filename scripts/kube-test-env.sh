@@ -5,6 +5,10 @@
 #   scripts/kube-test-env.sh build        # install etcd, build kube-apiserver (cached per version)
 #   scripts/kube-test-env.sh start DIR    # start both; DIR gets kubeconfig, tokens, logs, pids
 #   scripts/kube-test-env.sh stop DIR     # stop exactly what `start DIR` started
+#   scripts/kube-test-env.sh stop-apiserver DIR | start-apiserver DIR
+#                                         # for restart tests: the apiserver alone, same flags
+#   scripts/kube-test-env.sh compact-etcd DIR
+#                                         # compact etcd's history: older watches get 410 Gone
 #
 # kube-apiserver is built from the Go module k8s.io/kubernetes (it cannot be `go install`ed: its
 # go.mod replaces every staging module with a local path), in a scratch module that requires it
@@ -71,6 +75,64 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# Starts kube-apiserver with the flags `start` kept in DIR and waits for /readyz.
+launch_apiserver() {
+  local dir=$1
+  local args=()
+  mapfile -t args <"$dir/apiserver.args"
+  "$APISERVER" "${args[@]}" >>"$dir/apiserver.log" 2>&1 &
+  echo $! >"$dir/apiserver.pid"
+  local url token waited=0
+  url=$(cat "$dir/url")
+  token=$(cat "$dir/admin.token")
+  until [ "$(curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" \
+      "$url/readyz" 2>/dev/null)" = ok ]; do
+    sleep 0.25
+    waited=$((waited + 1))
+    if [ "$waited" -ge 240 ] || ! kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null; then
+      log "kube-apiserver not ready after ${waited}x0.25 s; last lines of $dir/apiserver.log:"
+      tail -20 "$dir/apiserver.log" >&2
+      stop "$dir"
+      exit 1
+    fi
+  done
+  log "kube-apiserver v$KUBE_VERSION ready at $url after ${waited}x0.25 s"
+}
+
+# Stops one process whose pid is in DIR/NAME.pid.
+stop_one() {
+  local pidfile="$1/$2.pid"
+  [ -f "$pidfile" ] || return 0
+  local pid
+  pid=$(cat "$pidfile")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+}
+
+# Puts a key in etcd and compacts its history up to now: watches that resume from an older
+# resourceVersion get 410 Gone.
+compact_etcd() {
+  local dir=$1
+  install_etcd
+  local etcdctl=${ETCD%/etcd}/etcdctl
+  chmod +x "$etcdctl"
+  local endpoint="http://127.0.0.1:$(cat "$dir/etcd.port")"
+  env -i PATH="$PATH" ETCDCTL_API=3 "$etcdctl" --endpoints "$endpoint" \
+    put /tower-scale-from-zero/compaction "$(date +%s%N)" >/dev/null
+  local revision
+  revision=$(env -i PATH="$PATH" ETCDCTL_API=3 "$etcdctl" --endpoints "$endpoint" \
+    endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])')
+  env -i PATH="$PATH" ETCDCTL_API=3 "$etcdctl" --endpoints "$endpoint" \
+    compact "$revision" >/dev/null
+  log "etcd compacted at revision $revision"
+}
+
 start() {
   local dir=$1
   build_apiserver
@@ -109,36 +171,30 @@ start() {
     >"$dir/etcd.log" 2>&1 &
   echo $! >"$dir/etcd.pid"
 
-  "$APISERVER" \
-    --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --endpoint-reconciler-type none \
-    --tls-cert-file "$dir/server.crt" --tls-private-key-file "$dir/server.key" \
-    --client-ca-file "$dir/ca.crt" \
-    --token-auth-file "$dir/tokens.csv" \
-    --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$dir/sa.key" \
-    --service-account-signing-key-file "$dir/sa.key" \
-    --service-cluster-ip-range 10.0.0.0/24 \
-    --disable-admission-plugins ServiceAccount \
-    >"$dir/apiserver.log" 2>&1 &
-  echo $! >"$dir/apiserver.pid"
+  echo "$etcd_port" >"$dir/etcd.port"
+  # The apiserver's flags are kept, so `start-apiserver DIR` can start it again alike.
+  cat >"$dir/apiserver.args" <<ARGS
+--etcd-servers=http://127.0.0.1:$etcd_port
+--bind-address=127.0.0.1
+--advertise-address=127.0.0.1
+--secure-port=$api_port
+--endpoint-reconciler-type=none
+--tls-cert-file=$dir/server.crt
+--tls-private-key-file=$dir/server.key
+--client-ca-file=$dir/ca.crt
+--token-auth-file=$dir/tokens.csv
+--authorization-mode=RBAC
+--service-account-issuer=https://kubernetes.default.svc.cluster.local
+--service-account-key-file=$dir/sa.key
+--service-account-signing-key-file=$dir/sa.key
+--service-cluster-ip-range=10.0.0.0/24
+--disable-admission-plugins=ServiceAccount
+ARGS
+  echo "https://127.0.0.1:$api_port" >"$dir/url"
+  echo "$admin_token" >"$dir/admin.token"
+  launch_apiserver "$dir"
 
   local url="https://127.0.0.1:$api_port"
-  local waited=0
-  until [ "$(curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $admin_token" \
-      "$url/readyz" 2>/dev/null)" = ok ]; do
-    sleep 0.5
-    waited=$((waited + 1))
-    if [ "$waited" -ge 120 ] || ! kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null; then
-      log "kube-apiserver not ready after ${waited}x0.5 s; last lines of $dir/apiserver.log:"
-      tail -20 "$dir/apiserver.log" >&2
-      stop "$dir"
-      exit 1
-    fi
-  done
-
   local ca_data
   ca_data=$(base64 -w0 <"$dir/ca.crt")
   for who in admin limited; do
@@ -170,31 +226,23 @@ export KUBECONFIG=$dir/kubeconfig
 export KUBE_TEST_SERVER=$url
 export KUBE_TEST_ADMIN_TOKEN=$admin_token
 export KUBE_TEST_LIMITED_KUBECONFIG=$dir/kubeconfig-limited
+export KUBE_TEST_DIR=$dir
 ENV
-  log "kube-apiserver v$KUBE_VERSION ready at $url after ${waited}x0.5 s; source $dir/env"
+  log "source $dir/env"
 }
 
 stop() {
   local dir=$1
-  for name in apiserver etcd; do
-    local pidfile="$dir/$name.pid"
-    [ -f "$pidfile" ] || continue
-    local pid
-    pid=$(cat "$pidfile")
-    if kill "$pid" 2>/dev/null; then
-      for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-      done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-  done
+  stop_one "$dir" apiserver
+  stop_one "$dir" etcd
 }
 
 case "${1:-}" in
   build) build_apiserver; install_etcd ;;
   start) start "${2:?usage: $0 start DIR}" ;;
   stop) stop "${2:?usage: $0 stop DIR}" ;;
-  *) echo "usage: $0 build | start DIR | stop DIR" >&2; exit 2 ;;
+  stop-apiserver) stop_one "${2:?usage: $0 stop-apiserver DIR}" apiserver ;;
+  start-apiserver) launch_apiserver "${2:?usage: $0 start-apiserver DIR}" ;;
+  compact-etcd) compact_etcd "${2:?usage: $0 compact-etcd DIR}" ;;
+  *) echo "usage: $0 build | start DIR | stop DIR | stop-apiserver DIR | start-apiserver DIR | compact-etcd DIR" >&2; exit 2 ;;
 esac

@@ -73,8 +73,11 @@ pub mod error;
 pub mod extract;
 pub mod function;
 pub mod middleware;
-#[cfg(any(feature = "openfaas", feature = "process"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "openfaas", feature = "process"))))]
+#[cfg(any(feature = "openfaas", feature = "process", feature = "kubernetes"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "openfaas", feature = "process", feature = "kubernetes")))
+)]
 pub mod providers;
 pub mod query;
 pub mod scaler;

@@ -213,7 +213,7 @@ async fn in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call() {
     );
     let options =
         Options::parse(["--provider-url".to_string(), format!("{}/", faas.url())]).unwrap();
-    let gateway = Arc::new(Gateway::from_options(&options).unwrap());
+    let gateway = Arc::new(Gateway::from_options(&options).await.unwrap());
     let addr = serve_axum(gateway).await;
     let client = client();
     let answers = concurrent_gets(&client, 20, |_| {
@@ -369,8 +369,20 @@ async fn gateway_options_are_checked_with_clear_messages() {
         assert!(err.contains(why), "{err}");
     }
     let bad_url = Options::parse(["--provider-url".into(), "https://secure:8081".into()]).unwrap();
-    let err = Gateway::from_options(&bad_url).unwrap_err();
+    let err = Gateway::from_options(&bad_url).await.unwrap_err();
     assert!(err.contains("only http"), "{err}");
+    for (args, why) in [
+        (
+            vec!["--kubernetes", "--upstream", "127.0.0.1:1"],
+            "excludes",
+        ),
+        (vec!["--label-selector", "a=b"], "need --kubernetes"),
+    ] {
+        let err = Options::parse(args.into_iter().map(String::from)).unwrap_err();
+        assert!(err.contains(why), "{err}");
+    }
+    let k8s = Options::parse(["--kubernetes".into()]).unwrap();
+    assert_eq!(k8s.namespace, "default");
 }
 
 type Test = (

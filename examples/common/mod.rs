@@ -20,6 +20,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
+#[cfg(feature = "kubernetes")]
+use tower_scale_from_zero::providers::KubernetesProvider;
 use tower_scale_from_zero::providers::{OpenFaasProvider, ProcessProvider, ProcessSpec};
 use tower_scale_from_zero::{
     FunctionId, FunctionScaler, QueryError, ScaleFromZeroLayer, ScalingConfig, ServiceQuery,
@@ -30,15 +32,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 pub const USAGE: &str = "\
-usage: [--listen ADDR] [--provider-url URL] [--namespace NS] [--deadline DURATION]
-       [--function-startup DURATION] [--upstream ADDR] [--without-scale-from-zero]
+usage: [--listen ADDR] [--provider-url URL | --kubernetes [--all-namespaces]
+       [--label-selector SELECTOR] [--endpoint-template URL]] [--namespace NS]
+       [--deadline DURATION] [--function-startup DURATION] [--upstream ADDR]
+       [--without-scale-from-zero]
 
   --listen ADDR              address to serve on (default 127.0.0.1:8080)
   --provider-url URL         an OpenFaaS provider (faas-netes, faasd) instead of the embedded
                              local-process provider; credentials from OPENFAAS_USERNAME and
                              OPENFAAS_PASSWORD
+  --kubernetes               functions are labelled Deployments in a Kubernetes cluster
+                             (in-cluster config, or KUBECONFIG outside one); needs the
+                             `kubernetes` feature: cargo run --features kubernetes ...
+  --all-namespaces           with --kubernetes: watch every namespace (default: only NS)
+  --label-selector SELECTOR  with --kubernetes: what makes a Deployment a function
+                             (default tower-scale-from-zero/function=true)
+  --endpoint-template URL    with --kubernetes: where requests go (default
+                             http://{name}.{namespace}.svc.cluster.local:{port})
   --namespace NS             default namespace (default: openfaas-fn with a provider URL,
-                             local without)
+                             default with --kubernetes, local otherwise)
   --deadline DURATION        readiness deadline, e.g. 30s or 500ms (default 60s)
   --function-startup DURATION
                              start-up delay of the bundled hello-world function (default 0)
@@ -55,6 +67,15 @@ pub struct Options {
     pub function_startup: Duration,
     pub upstream: Option<SocketAddr>,
     pub without_layer: bool,
+    pub kubernetes: Option<KubernetesOptions>,
+}
+
+/// `--kubernetes` and its options.
+#[derive(Clone, Debug, Default)]
+pub struct KubernetesOptions {
+    pub all_namespaces: bool,
+    pub label_selector: Option<String>,
+    pub endpoint_template: Option<String>,
 }
 
 impl Options {
@@ -67,6 +88,10 @@ impl Options {
         let mut function_startup = Duration::ZERO;
         let mut upstream = None;
         let mut without_layer = false;
+        let mut kubernetes = false;
+        let mut all_namespaces = false;
+        let mut label_selector = None;
+        let mut endpoint_template = None;
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let (flag, inline) = match flag.split_once('=') {
@@ -76,9 +101,20 @@ impl Options {
             if flag == "--help" || flag == "-h" {
                 return Err(USAGE.to_string());
             }
-            if flag == "--without-scale-from-zero" {
-                without_layer = true;
-                continue;
+            match flag.as_str() {
+                "--without-scale-from-zero" => {
+                    without_layer = true;
+                    continue;
+                }
+                "--kubernetes" => {
+                    kubernetes = true;
+                    continue;
+                }
+                "--all-namespaces" => {
+                    all_namespaces = true;
+                    continue;
+                }
+                _ => {}
             }
             let mut value = || {
                 inline
@@ -90,6 +126,8 @@ impl Options {
                 "--listen" => listen = value()?,
                 "--provider-url" => provider_url = Some(value()?),
                 "--namespace" => namespace = Some(value()?),
+                "--label-selector" => label_selector = Some(value()?),
+                "--endpoint-template" => endpoint_template = Some(value()?),
                 "--deadline" => deadline = parse_duration(&flag, &value()?)?,
                 "--function-startup" => function_startup = parse_duration(&flag, &value()?)?,
                 "--upstream" => {
@@ -111,6 +149,8 @@ impl Options {
         let namespace = namespace.unwrap_or_else(|| {
             if provider_url.is_some() {
                 "openfaas-fn"
+            } else if kubernetes {
+                "default"
             } else {
                 "local"
             }
@@ -121,6 +161,22 @@ impl Options {
         if upstream.is_some() && provider_url.is_some() {
             return Err("--upstream and --provider-url exclude each other".into());
         }
+        if kubernetes && (upstream.is_some() || provider_url.is_some()) {
+            return Err("--kubernetes excludes --upstream and --provider-url".into());
+        }
+        if !kubernetes
+            && (all_namespaces || label_selector.is_some() || endpoint_template.is_some())
+        {
+            return Err(
+                "--all-namespaces, --label-selector and --endpoint-template need --kubernetes"
+                    .into(),
+            );
+        }
+        let kubernetes = kubernetes.then_some(KubernetesOptions {
+            all_namespaces,
+            label_selector,
+            endpoint_template,
+        });
         Ok(Self {
             listen,
             provider_url,
@@ -129,6 +185,7 @@ impl Options {
             function_startup,
             upstream,
             without_layer,
+            kubernetes,
         })
     }
 }
@@ -160,6 +217,9 @@ pub enum Backend {
     OpenFaas { base: String },
     /// Benchmarks: every function is already running at this address.
     Static(SocketAddr),
+    /// Kubernetes: straight to the function's Service (the provider's endpoint template).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(KubernetesProvider),
 }
 
 /// Everything a gateway needs besides its HTTP stack.
@@ -184,9 +244,12 @@ pub fn bundled_function(startup: Duration) -> ProcessSpec {
 }
 
 impl Gateway {
-    /// The gateway the options describe: the local-process provider with `hello-world`, or an
-    /// OpenFaaS provider.
-    pub fn from_options(options: &Options) -> Result<Self, String> {
+    /// The gateway the options describe: the local-process provider with `hello-world`, an
+    /// OpenFaaS provider, or Kubernetes.
+    pub async fn from_options(options: &Options) -> Result<Self, String> {
+        if let Some(kubernetes) = &options.kubernetes {
+            return Self::kubernetes(options, kubernetes).await;
+        }
         let functions = [("hello-world", bundled_function(options.function_startup))];
         match (&options.provider_url, options.upstream) {
             (Some(url), _) => Self::openfaas(options, url),
@@ -230,6 +293,42 @@ impl Gateway {
         let scaler = FunctionScaler::new(provider, config);
         let base = url.trim_end_matches('/').to_string();
         Ok(Self::new(options, scaler, Backend::OpenFaas { base }))
+    }
+
+    /// A gateway in front of a Kubernetes cluster: functions are labelled Deployments,
+    /// forwarded to directly through their Services.
+    #[cfg(feature = "kubernetes")]
+    pub async fn kubernetes(options: &Options, k8s: &KubernetesOptions) -> Result<Self, String> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
+        let mut builder = KubernetesProvider::builder(client);
+        if !k8s.all_namespaces {
+            builder = builder.namespace(options.namespace.clone());
+        }
+        if let Some(selector) = &k8s.label_selector {
+            builder = builder
+                .label_selector(selector.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(template) = &k8s.endpoint_template {
+            builder = builder
+                .endpoint_template(template.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        let provider = builder.build();
+        let scaler = FunctionScaler::new(provider.clone(), config(options));
+        provider.push_readiness_to(scaler.readiness_notifier());
+        Ok(Self::new(options, scaler, Backend::Kubernetes(provider)))
+    }
+
+    #[cfg(not(feature = "kubernetes"))]
+    pub async fn kubernetes(_: &Options, _: &KubernetesOptions) -> Result<Self, String> {
+        Err(
+            "this gateway was built without the `kubernetes` feature; run it with \
+             `cargo run --features kubernetes --example ... -- --kubernetes`"
+                .into(),
+        )
     }
 
     fn new(options: &Options, scaler: FunctionScaler, backend: Backend) -> Self {
@@ -291,6 +390,23 @@ impl Gateway {
                 id.name(),
                 id.namespace()
             ),
+            #[cfg(feature = "kubernetes")]
+            Backend::Kubernetes(provider) => match provider.endpoint(&id).await {
+                Ok(base) => {
+                    let base = base.to_string();
+                    let path = if rest.is_empty() { "/" } else { rest };
+                    format!("{}{path}{query}", base.trim_end_matches('/'))
+                }
+                Err(err) => {
+                    tracing::warn!(function = %id, error = %err, "no endpoint");
+                    let status = if err.is_not_found() {
+                        StatusCode::NOT_FOUND
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
+                    return text(status, &format!("no endpoint for function {id}\n"));
+                }
+            },
         };
         match upstream.parse() {
             Ok(uri) => self.proxy.forward(uri, req).await,
@@ -321,10 +437,12 @@ pub async fn start(
         eprintln!("{message}");
         std::process::exit(2)
     });
-    let gateway = Gateway::from_options(&options).unwrap_or_else(|message| {
-        eprintln!("error: {message}");
-        std::process::exit(2)
-    });
+    let gateway = Gateway::from_options(&options)
+        .await
+        .unwrap_or_else(|message| {
+            eprintln!("error: {message}");
+            std::process::exit(2)
+        });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .unwrap_or_else(|e| {

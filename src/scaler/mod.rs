@@ -21,6 +21,9 @@ mod place;
 mod provider_calls;
 mod readiness;
 
+#[cfg(feature = "kubernetes")]
+pub(crate) use provider_calls::Jitter;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;

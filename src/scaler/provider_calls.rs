@@ -88,17 +88,17 @@ impl ProviderCalls {
 
 /// splitmix64 over an atomic counter, seeded per scaler from the process's random hasher
 /// seed: enough to spread retries, no dependency, no lock.
-struct Jitter(AtomicU64);
+pub(crate) struct Jitter(AtomicU64);
 
 impl Jitter {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use std::hash::BuildHasher;
         let seed = foldhash::fast::RandomState::default().hash_one(0x5ca1_ab1e_u64);
         Self(AtomicU64::new(seed))
     }
 
     /// A number in [0, 1).
-    fn unit(&self) -> f64 {
+    pub(crate) fn unit(&self) -> f64 {
         let mut z = self
             .0
             .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
