@@ -508,11 +508,16 @@ async fn unlabelled_and_missing_deployments_are_404_without_a_write() {
     assert!(err.is_not_found(), "{err:?}");
     assert!(err.message().contains("labelled"), "{}", err.message());
     // And so does its fallback read, before any watch has synced.
+    deploy(&admin, &ns, "labelled", 2, true, 8080).await;
     let fresh = KubernetesProvider::builder(admin.clone())
         .namespace(&ns)
         .build();
+    assert!(!fresh.is_in_sync());
     let err = fresh.get_replicas(&plain).await.unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
+    let labelled = FunctionId::new("labelled", &ns).unwrap();
+    let state = fresh.get_replicas(&labelled).await.unwrap();
+    assert_eq!((state.desired_replicas, state.available_replicas), (2, 0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(writes.writes(), 0);
     assert_eq!(replicas(&admin, &ns, "plain").await, 0);

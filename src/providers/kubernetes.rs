@@ -919,3 +919,157 @@ impl Backoff for WatchBackoff {
         self.next = Self::FIRST;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(value: serde_json::Value) -> Deployment {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn slice(service: &str, ready: &[Option<bool>]) -> EndpointSlice {
+        let endpoints: Vec<_> = ready
+            .iter()
+            .map(|r| match r {
+                Some(r) => {
+                    serde_json::json!({"addresses": ["10.0.0.1"], "conditions": {"ready": r}})
+                }
+                None => serde_json::json!({"addresses": ["10.0.0.1"]}),
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{service}-x"), "namespace": "ns",
+                         "labels": {SERVICE_NAME_LABEL: service}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoint_templates_are_checked_and_filled() {
+        let id = FunctionId::new("figlet", "fns").unwrap();
+        let default = EndpointTemplate::parse(DEFAULT_ENDPOINT_TEMPLATE).unwrap();
+        assert!(default.needs_port);
+        assert_eq!(
+            default.fill(&id, Some(8080)),
+            "http://figlet.fns.svc.cluster.local:8080"
+        );
+        let fixed = EndpointTemplate::parse("http://127.0.0.1:9000/{namespace}/{name}").unwrap();
+        assert!(!fixed.needs_port);
+        assert_eq!(fixed.fill(&id, None), "http://127.0.0.1:9000/fns/figlet");
+        for (bad, why) in [
+            ("http://{nme}:80", "unknown placeholder {nme}"),
+            ("http://{name:80", "not closed"),
+            ("https://{name}:{port}", "expected http://"),
+            ("{name}", "expected http://"),
+            ("http://{name} x:{port}", "not a URL"),
+        ] {
+            let err = EndpointTemplate::parse(bad).err().unwrap().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn min_and_max_come_from_annotations_or_labels_openfaas_names_too() {
+        let info = DeploymentInfo::of(&deployment(serde_json::json!({
+            "metadata": {"name": "f",
+                "annotations": {"tower-scale-from-zero/min-replicas": "2"},
+                "labels": {"com.openfaas.scale.max": "4"}},
+            "spec": {"replicas": 0, "selector": {}, "template": {}}
+        })));
+        assert_eq!(
+            info,
+            DeploymentInfo {
+                desired: 0,
+                min: 2,
+                max: 4
+            }
+        );
+        // Unset replicas are defaulted to 1 by the API server; a bad value is ignored.
+        let info = DeploymentInfo::of(&deployment(serde_json::json!({
+            "metadata": {"name": "f", "annotations": {"com.openfaas.scale.min": "many"}},
+            "spec": {"selector": {}, "template": {}}
+        })));
+        assert_eq!(
+            info,
+            DeploymentInfo {
+                desired: 1,
+                min: 1,
+                max: u64::MAX
+            }
+        );
+        assert_eq!(info.state(0).scale_target(), 1);
+    }
+
+    #[test]
+    fn an_endpoint_without_a_ready_condition_counts_as_ready() {
+        assert_eq!(ready_in(&slice("f", &[Some(true), None, Some(false)])), 2);
+        assert_eq!(ready_in(&slice("f", &[])), 0);
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            store: Mutex::new(Store::default()),
+            notifier: Mutex::new(None),
+            selector: DEFAULT_LABEL_SELECTOR.into(),
+        }
+    }
+
+    fn function_deployment(replicas: i32) -> Deployment {
+        deployment(serde_json::json!({
+            "metadata": {"name": "f", "namespace": "ns"},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}}
+        }))
+    }
+
+    #[test]
+    fn the_store_syncs_on_init_done_pushes_only_changes_and_leaves_sync_on_errors() {
+        let shared = shared();
+        let id = FunctionId::new("f", "ns").unwrap();
+        use watcher::Event::*;
+        assert!(handle::<Deployment>(&shared, Ok(Init)).is_empty());
+        assert!(handle(&shared, Ok(InitApply(function_deployment(1)))).is_empty());
+        assert!(handle::<Deployment>(&shared, Ok(InitDone)).is_empty());
+        assert!(!shared.lock().in_sync(), "slices not listed yet");
+        handle::<EndpointSlice>(&shared, Ok(Init));
+        let pushed = handle::<EndpointSlice>(&shared, Ok(InitDone));
+        assert_eq!(pushed, vec![(id.clone(), ServiceQueryResponse::new(1, 0))]);
+        assert!(shared.lock().in_sync());
+
+        // A slice gains a ready endpoint: one push; the same state again: none.
+        let ready = slice("f", &[Some(true)]);
+        let pushed = handle(&shared, Ok(Apply(ready.clone())));
+        assert_eq!(pushed, vec![(id.clone(), ServiceQueryResponse::new(1, 1))]);
+        assert!(handle(&shared, Ok(Apply(ready.clone()))).is_empty());
+
+        // A failed watch: out of sync (reads), and no pushes from it.
+        let err = watcher::Error::NoResourceVersion;
+        assert!(handle::<EndpointSlice>(&shared, Err(err)).is_empty());
+        assert!(!shared.lock().in_sync());
+        // A re-list replaces the table whole: the slice is gone.
+        handle::<EndpointSlice>(&shared, Ok(Init));
+        let pushed = handle::<EndpointSlice>(&shared, Ok(InitDone));
+        assert_eq!(pushed, vec![(id.clone(), ServiceQueryResponse::new(1, 0))]);
+        assert!(shared.lock().in_sync());
+
+        // A deleted Deployment leaves nothing behind.
+        handle(&shared, Ok(Delete(function_deployment(1))));
+        let store = shared.lock();
+        assert!(store.deployments.live.is_empty());
+        assert!(store.pushed.is_empty());
+    }
+
+    #[test]
+    fn watch_backoff_doubles_to_five_seconds_with_jitter_and_resets() {
+        let mut backoff = WatchBackoff::new();
+        let pauses: Vec<Duration> = (0..8).map(|_| backoff.next().unwrap()).collect();
+        for (i, pause) in pauses.iter().enumerate() {
+            let ceiling = (Duration::from_millis(250) * (1 << i)).min(Duration::from_secs(5));
+            assert!(*pause >= ceiling / 2 && *pause <= ceiling, "{i}: {pause:?}");
+        }
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= Duration::from_millis(250));
+    }
+}
