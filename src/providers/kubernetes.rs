@@ -21,8 +21,9 @@
 //! one Deployment, and of its slices, both label-selected) before the first sync and while a
 //! watch is down. Each change of a function's state is pushed to the scaler through
 //! [`push_readiness_to`](KubernetesProvider::push_readiness_to): a slice gaining a ready
-//! endpoint releases that function's held requests at once. Watches reconnect by themselves
-//! (after an API server restart, after `410 Gone`) with backoff from 250 ms to 5 s.
+//! endpoint releases that function's held requests at once. A watch that fails (an API
+//! server restart, `410 Gone`) is started again, listing afresh, with backoff from 250 ms to
+//! 5 s; meanwhile the provider reads.
 //!
 //! **Scaling** writes the Deployment's `scale` subresource with "at least" semantics: read the
 //! Scale (with its resourceVersion), write only if its count is below the target, with that
@@ -62,7 +63,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,11 +74,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::utils::Backoff;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::scaler::Jitter;
 use crate::{FunctionId, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse};
@@ -150,7 +151,7 @@ impl KubernetesProviderBuilder {
     /// Starts the watches and returns the provider. Must be called within a Tokio runtime;
     /// the watches stop when the last clone of the provider is dropped.
     pub fn build(self) -> KubernetesProvider {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(WatchState {
             store: Mutex::new(Store::default()),
             notifier: Mutex::new(None),
             selector: self.selector.clone(),
@@ -198,7 +199,7 @@ struct Inner {
     client: Client,
     namespace: Option<String>,
     template: EndpointTemplate,
-    shared: Arc<Shared>,
+    shared: Arc<WatchState>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -289,6 +290,24 @@ impl KubernetesProvider {
         }
     }
 
+    /// A function whose Service is missing or unlabelled never looks ready (its slices are
+    /// not watched): say so once, instead of leaving a user with 504s to explain.
+    fn warn_if_no_service(&self, function: &FunctionId) {
+        let mut store = self.inner.shared.lock();
+        if store.services.in_sync()
+            && !store.services.live.contains_key(function)
+            && store.warned.insert(function.clone())
+        {
+            tracing::warn!(
+                %function,
+                "function has no Service {} labelled {} in its namespace: its readiness \
+                 (the Service's EndpointSlices) cannot be seen, so its requests will time out",
+                function.name(),
+                self.inner.shared.selector
+            );
+        }
+    }
+
     fn check_namespace(&self, function: &FunctionId) -> Result<(), QueryError> {
         match &self.inner.namespace {
             Some(ns) if ns != function.namespace() => Err(QueryError::not_found(format!(
@@ -371,6 +390,7 @@ impl ServiceQuery for KubernetesProvider {
         self.check_namespace(function)?;
         let deployment = self.deployment(function).await?;
         let available = self.ready_endpoints(function).await?;
+        self.warn_if_no_service(function);
         Ok(deployment.state(available))
     }
 
@@ -521,13 +541,14 @@ impl EndpointTemplate {
 // ---------------------------------------------------------------------------------------------
 // The store the watches keep
 
-struct Shared {
+/// What the watch tasks share with the provider: the store and where to push.
+struct WatchState {
     store: Mutex<Store>,
     notifier: Mutex<Option<ReadinessNotifier>>,
     selector: String,
 }
 
-impl Shared {
+impl WatchState {
     fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         lock(&self.store)
     }
@@ -549,6 +570,8 @@ struct Store {
     slices: Table<HashMap<FunctionId, HashMap<String, u32>>>,
     /// The last state pushed per function, so that only changes are pushed.
     pushed: HashMap<FunctionId, ServiceQueryResponse>,
+    /// Functions already warned about for having no labelled Service.
+    warned: HashSet<FunctionId>,
 }
 
 impl Store {
@@ -570,6 +593,7 @@ impl Store {
         }
         let Some(deployment) = self.deployments.live.get(function) else {
             self.pushed.remove(function);
+            self.warned.remove(function);
             return None;
         };
         let state = deployment.state(self.ready_endpoints(function));
@@ -778,7 +802,7 @@ impl DeploymentInfo {
 
 fn spawn_watch<K: Watched>(
     builder: &KubernetesProviderBuilder,
-    shared: &Arc<Shared>,
+    shared: &Arc<WatchState>,
 ) -> AbortHandle {
     let api: Api<K> = match &builder.namespace {
         Some(ns) => Api::namespaced(builder.client.clone(), ns),
@@ -786,29 +810,43 @@ fn spawn_watch<K: Watched>(
     };
     let config = watcher::Config::default().labels(&builder.selector);
     let shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let stream = watcher(api, config).backoff(WatchBackoff::new());
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            let pushes = handle::<K>(&shared, event);
-            if pushes.is_empty() {
-                continue;
-            }
-            let notifier = lock(&shared.notifier).clone();
-            if let Some(notifier) = notifier {
-                for (function, state) in pushes {
-                    tracing::debug!(%function, ready = state.is_ready(), "pushing state");
-                    notifier.notify(&function, state);
+    tokio::spawn(
+        async move {
+            let mut backoff = WatchBackoff::new();
+            loop {
+                // A failed watch is started afresh: it lists again (the store is whole once
+                // more, whatever was missed) and its InitDone says it is connected, where a
+                // resumed watch on a quiet cluster would say nothing.
+                let stream = watcher(api.clone(), config.clone());
+                futures::pin_mut!(stream);
+                while let Some(event) = stream.next().await {
+                    let failed = event.is_err();
+                    if matches!(event, Ok(watcher::Event::InitDone)) {
+                        backoff.reset();
+                    }
+                    let pushes = handle::<K>(&shared, event);
+                    let notifier = lock(&shared.notifier).clone();
+                    if let Some(notifier) = notifier {
+                        for (function, state) in pushes {
+                            tracing::debug!(%function, ready = state.is_ready(), "pushing state");
+                            notifier.notify(&function, state);
+                        }
+                    }
+                    if failed {
+                        break;
+                    }
                 }
+                tokio::time::sleep(backoff.next_pause()).await;
             }
         }
-    })
+        .instrument(tracing::info_span!("watch", resource = K::WHAT)),
+    )
     .abort_handle()
 }
 
 /// Applies one watch event to the store; returns the states to push.
 fn handle<K: Watched>(
-    shared: &Shared,
+    shared: &WatchState,
     event: Result<watcher::Event<K>, watcher::Error>,
 ) -> Vec<(FunctionId, ServiceQueryResponse)> {
     let mut store = shared.lock();
@@ -884,8 +922,8 @@ fn handle<K: Watched>(
     }
 }
 
-/// Reconnects a failed watch after 250 ms, doubling up to 5 s, with jitter; reset by the
-/// first event after it reconnects.
+/// Restarts a failed watch after 250 ms, doubling up to 5 s, with jitter; reset once a
+/// watch has listed.
 struct WatchBackoff {
     next: Duration,
     jitter: Jitter,
@@ -901,20 +939,14 @@ impl WatchBackoff {
             jitter: Jitter::new(),
         }
     }
-}
 
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
+    fn next_pause(&mut self) -> Duration {
         let ceiling = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         // Between half the ceiling and the ceiling: spread, never a hot loop.
-        Some(ceiling / 2 + (ceiling / 2).mul_f64(self.jitter.unit()))
+        ceiling / 2 + (ceiling / 2).mul_f64(self.jitter.unit())
     }
-}
 
-impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::FIRST;
     }
@@ -1009,8 +1041,8 @@ mod tests {
         assert_eq!(ready_in(&slice("f", &[])), 0);
     }
 
-    fn shared() -> Shared {
-        Shared {
+    fn shared() -> WatchState {
+        WatchState {
             store: Mutex::new(Store::default()),
             notifier: Mutex::new(None),
             selector: DEFAULT_LABEL_SELECTOR.into(),
@@ -1064,12 +1096,12 @@ mod tests {
     #[test]
     fn watch_backoff_doubles_to_five_seconds_with_jitter_and_resets() {
         let mut backoff = WatchBackoff::new();
-        let pauses: Vec<Duration> = (0..8).map(|_| backoff.next().unwrap()).collect();
+        let pauses: Vec<Duration> = (0..8).map(|_| backoff.next_pause()).collect();
         for (i, pause) in pauses.iter().enumerate() {
             let ceiling = (Duration::from_millis(250) * (1 << i)).min(Duration::from_secs(5));
             assert!(*pause >= ceiling / 2 && *pause <= ceiling, "{i}: {pause:?}");
         }
         backoff.reset();
-        assert!(backoff.next().unwrap() <= Duration::from_millis(250));
+        assert!(backoff.next_pause() <= Duration::from_millis(250));
     }
 }
