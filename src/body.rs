@@ -7,6 +7,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::activity::ActivityGuard;
+
 pin_project! {
     /// The body of responses from [`ScaleFromZero`](crate::ScaleFromZero): the inner
     /// service's body, untouched, or the short body of an error response. Working with any
@@ -15,6 +17,9 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
+        // Scale to zero on: the request counts as in flight until this body has ended or is
+        // dropped (streams, long polls and upgraded connections included).
+        guard: Option<ActivityGuard>,
     }
 }
 
@@ -28,9 +33,10 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
+    pub(crate) fn inner(body: B, guard: Option<ActivityGuard>) -> Self {
         Self {
             kind: Kind::Inner { body },
+            guard,
         }
     }
 
@@ -38,6 +44,7 @@ impl<B> ResponseBody<B> {
         let data = (!data.is_empty()).then_some(data);
         Self {
             kind: Kind::Full { data },
+            guard: None,
         }
     }
 }
@@ -60,8 +67,16 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Inner { body } => {
+                let frame = body.poll_frame(cx);
+                if let Poll::Ready(None) = frame {
+                    // Ended: the request is no longer in flight.
+                    this.guard.take();
+                }
+                frame
+            }
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }

@@ -35,6 +35,9 @@ pub struct ScalingConfig {
     max_provider_calls: usize,
     max_queued_provider_calls: usize,
     max_backoff: Duration,
+    scale_to_zero: bool,
+    idle_period: Duration,
+    idle_check_interval: Duration,
 }
 
 impl Default for ScalingConfig {
@@ -54,6 +57,9 @@ impl Default for ScalingConfig {
             max_provider_calls: 64,
             max_queued_provider_calls: 10_000,
             max_backoff: Duration::from_secs(2),
+            scale_to_zero: false,
+            idle_period: Duration::from_secs(300),
+            idle_check_interval: Duration::from_secs(10),
         }
     }
 }
@@ -174,6 +180,46 @@ impl ScalingConfig {
     pub fn max_backoff(mut self, cap: Duration) -> Self {
         self.max_backoff = nonzero_duration("max_backoff", cap);
         self
+    }
+
+    /// Scale to zero: when on, the layer counts each function's requests in flight (until
+    /// the response body has ended or been dropped) and the scaler scales a function that
+    /// opted in ([`IdlePolicy`](crate::IdlePolicy), from its provider) to zero after its idle
+    /// period with no request in flight. Default off: nothing is tracked and nothing is ever
+    /// scaled down.
+    pub fn scale_to_zero(mut self, enabled: bool) -> Self {
+        self.scale_to_zero = enabled;
+        self
+    }
+
+    /// The idle period of functions whose policy is
+    /// [`IdlePolicy::AfterDefault`](crate::IdlePolicy::AfterDefault). Default 5 min. Panics
+    /// on zero.
+    pub fn idle_period(mut self, period: Duration) -> Self {
+        self.idle_period = nonzero_duration("idle_period", period);
+        self
+    }
+
+    /// How often idle functions are looked for; a function is scaled to zero between its idle
+    /// period and its idle period plus this. Default 10 s. Panics on zero.
+    pub fn idle_check_interval(mut self, interval: Duration) -> Self {
+        self.idle_check_interval = nonzero_duration("idle_check_interval", interval);
+        self
+    }
+
+    /// Whether scale to zero is on.
+    pub fn get_scale_to_zero(&self) -> bool {
+        self.scale_to_zero
+    }
+
+    /// The default idle period.
+    pub fn get_idle_period(&self) -> Duration {
+        self.idle_period
+    }
+
+    /// How often idle functions are looked for.
+    pub fn get_idle_check_interval(&self) -> Duration {
+        self.idle_check_interval
     }
 
     /// See [`poll_interval`](Self::poll_interval).

@@ -66,6 +66,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod activity;
 pub mod body;
 pub mod cache;
 pub mod config;
@@ -86,13 +87,14 @@ pub mod single_flight;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
+pub use activity::ActivityStore;
 pub use body::ResponseBody;
 pub use cache::{FunctionCacher, TtlCache};
 pub use config::ScalingConfig;
 pub use error::{DefaultResponder, ErrorKind, ErrorResponder, ScaleError};
 pub use function::{FunctionId, FunctionRef, InvalidFunction};
 pub use middleware::{ColdStart, ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
-pub use query::{QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
+pub use query::{IdlePolicy, QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
 pub use scaler::{FunctionScaler, ReadinessNotifier, ScalerBuilder};
 pub use single_flight::{FlightError, SingleFlight};
 

@@ -43,6 +43,20 @@ pub trait ServiceQuery: Send + Sync + 'static {
 
     /// Asks the platform to run `replicas` replicas of the function.
     async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError>;
+
+    /// Scales an idle function to zero (scale to zero, when enabled), unless the platform
+    /// knows that some gateway served it within the last `idle`: then it changes nothing and
+    /// answers `Ok(false)`. A provider shared by several gateways uses this to let a
+    /// concurrent scale-up or recent activity win (a precondition on the write, say). The
+    /// default is `set_replicas(function, 0)`.
+    async fn scale_to_zero(
+        &self,
+        function: &FunctionId,
+        idle: Duration,
+    ) -> Result<bool, QueryError> {
+        let _ = idle;
+        self.set_replicas(function, 0).await.map(|()| true)
+    }
 }
 
 #[async_trait]
@@ -56,6 +70,14 @@ impl<T: ServiceQuery + ?Sized> ServiceQuery for Arc<T> {
 
     async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
         (**self).set_replicas(function, replicas).await
+    }
+
+    async fn scale_to_zero(
+        &self,
+        function: &FunctionId,
+        idle: Duration,
+    ) -> Result<bool, QueryError> {
+        (**self).scale_to_zero(function, idle).await
     }
 }
 
@@ -79,6 +101,34 @@ pub struct ServiceQueryResponse {
     pub min_replicas: u64,
     /// The function's maximum (e.g. the label `com.openfaas.scale.max`); default unbounded.
     pub max_replicas: u64,
+    /// Whether the function opted in to scale to zero, and after how long idle; default
+    /// [`IdlePolicy::Never`].
+    pub scale_to_zero: IdlePolicy,
+}
+
+/// Whether (and when) an idle function is scaled to zero; see
+/// [`ScalingConfig::scale_to_zero`](crate::ScalingConfig::scale_to_zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IdlePolicy {
+    /// Never: the function did not opt in.
+    #[default]
+    Never,
+    /// After the scaler's idle period ([`ScalingConfig::idle_period`](crate::ScalingConfig::idle_period), 5 min by default).
+    AfterDefault,
+    /// After this long without a request in flight.
+    After(Duration),
+}
+
+impl IdlePolicy {
+    /// The idle period under this policy, given the scaler's default; `None` for `Never`.
+    pub fn period(self, default: Duration) -> Option<Duration> {
+        match self {
+            Self::Never => None,
+            Self::AfterDefault => Some(default),
+            Self::After(period) => Some(period),
+        }
+    }
 }
 
 impl ServiceQueryResponse {
@@ -89,7 +139,15 @@ impl ServiceQueryResponse {
             available_replicas,
             min_replicas: 1,
             max_replicas: u64::MAX,
+            scale_to_zero: IdlePolicy::Never,
         }
+    }
+
+    /// Sets whether the function is scaled to zero when idle.
+    #[must_use]
+    pub const fn scale_to_zero(mut self, policy: IdlePolicy) -> Self {
+        self.scale_to_zero = policy;
+        self
     }
 
     /// Sets the minimum replica count.

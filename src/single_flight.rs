@@ -97,6 +97,13 @@ pub enum FlightError {
     Cancelled,
 }
 
+/// What `join_or_start` did.
+enum Started<K: Hash + Eq, V, S> {
+    Caller(Flight<K, V, S>),
+    Detached,
+    Busy,
+}
+
 /// Returned by [`SingleFlight::try_join`] when the key's flight already has its maximum number
 /// of callers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -162,9 +169,50 @@ where
         F: FnOnce(FlightContext<K, V, S>) -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
+        match self.join_or_start(key, max_callers, |context, _| work(context), true)? {
+            Started::Caller(flight) => Ok(flight),
+            Started::Detached | Started::Busy => unreachable!("a caller always gets a flight"),
+        }
+    }
+
+    /// Starts a flight for `key` with no caller, unless one is under way (then `false`, and
+    /// nothing happens). The computation is given a [`KeepAlive`] that keeps the flight
+    /// running until it drops it; callers may join meanwhile, and once it is dropped the flight
+    /// runs only while a caller waits, as any other.
+    pub fn try_start_detached<F, Fut>(&self, key: K, work: F) -> bool
+    where
+        F: FnOnce(FlightContext<K, V, S>, KeepAlive<K, V, S>) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let work = |context, keep_alive: Option<KeepAlive<K, V, S>>| {
+            work(
+                context,
+                keep_alive.expect("a detached flight starts kept alive"),
+            )
+        };
+        matches!(
+            self.join_or_start(key, 0, work, false),
+            Ok(Started::Detached)
+        )
+    }
+
+    fn join_or_start<F, Fut>(
+        &self,
+        key: K,
+        max_callers: usize,
+        work: F,
+        join: bool,
+    ) -> Result<Started<K, V, S>, Full>
+    where
+        F: FnOnce(FlightContext<K, V, S>, Option<KeepAlive<K, V, S>>) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
         let mut dead = None;
         let joined = match self.inner.flights.entry(key.clone()) {
             // A flight whose task has ended without cleaning up (cancelled) is never joined.
+            Entry::Occupied(slot) if !join && !slot.get().abort.is_finished() => {
+                return Ok(Started::Busy)
+            }
             Entry::Occupied(mut slot) if !slot.get().abort.is_finished() => {
                 let slot = slot.get_mut();
                 if slot.callers >= max_callers {
@@ -174,10 +222,16 @@ where
                 (slot.id, slot.result.clone())
             }
             entry => {
-                if max_callers == 0 {
+                if join && max_callers == 0 {
                     return Err(Full(()));
                 }
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                // A detached flight starts with no caller, kept alive by its computation.
+                let keep_alive = (!join).then(|| KeepAlive {
+                    inner: Arc::clone(&self.inner),
+                    key: key.clone(),
+                    id,
+                });
                 let state = Arc::new(S::default());
                 let context = FlightContext {
                     inner: Arc::clone(&self.inner),
@@ -196,7 +250,7 @@ where
                     // Dropped when the computation ends, panics or is cancelled: the slot is
                     // gone from the map before any caller sees the result.
                     let _cleanup = cleanup;
-                    AssertUnwindSafe(async move { work(context).await })
+                    AssertUnwindSafe(async move { work(context, keep_alive).await })
                         .catch_unwind()
                         .await
                         .map_err(|_| FlightError::Panicked)
@@ -205,8 +259,8 @@ where
                 let result = Joined(handle).shared();
                 let slot = Slot {
                     id,
-                    callers: 1,
-                    keep_alive: 0,
+                    callers: usize::from(join),
+                    keep_alive: usize::from(!join),
                     result: result.clone(),
                     abort,
                     state: Arc::clone(&state),
@@ -221,8 +275,11 @@ where
             }
         };
         drop(dead);
+        if !join {
+            return Ok(Started::Detached);
+        }
         let (id, result) = joined;
-        Ok(Flight {
+        Ok(Started::Caller(Flight {
             result,
             guard: Caller {
                 inner: Arc::clone(&self.inner),
@@ -230,7 +287,7 @@ where
                 id,
                 finished: false,
             },
-        })
+        }))
     }
 
     /// The state of `key`'s flight, if one is under way.
@@ -336,12 +393,21 @@ impl<K: Hash + Eq + Clone, V, S> FlightContext<K, V, S> {
         &self.state
     }
 
+    /// The number of callers waiting on this flight now.
+    pub fn callers(&self) -> usize {
+        self.inner
+            .flights
+            .get(&self.key)
+            .filter(|slot| slot.id == self.id)
+            .map_or(0, |slot| slot.callers)
+    }
+
     /// Keeps the flight running while the guard lives, even if every caller leaves; `None`
     /// when no caller is left already (the flight is ending). Dropping the last guard with no
     /// caller left ends the flight.
     pub fn keep_alive(&self) -> Option<KeepAlive<K, V, S>> {
         let mut slot = self.inner.flights.get_mut(&self.key)?;
-        if slot.id != self.id || slot.callers == 0 {
+        if slot.id != self.id || slot.unused() {
             return None;
         }
         slot.keep_alive += 1;

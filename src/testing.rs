@@ -25,7 +25,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::{FunctionId, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse};
+use crate::{
+    ActivityStore, FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery,
+    ServiceQueryResponse,
+};
 
 /// How a fake function behaves.
 #[derive(Clone, Debug)]
@@ -37,6 +40,7 @@ pub struct FakeFunction {
     never_ready: bool,
     lag: Duration,
     draining: u64,
+    scale_to_zero: IdlePolicy,
 }
 
 impl FakeFunction {
@@ -50,7 +54,14 @@ impl FakeFunction {
             never_ready: false,
             lag: Duration::ZERO,
             draining: 0,
+            scale_to_zero: IdlePolicy::Never,
         }
+    }
+
+    /// Opts the function in to scale to zero (reported with its state).
+    pub fn scale_to_zero(mut self, policy: IdlePolicy) -> Self {
+        self.scale_to_zero = policy;
+        self
     }
 
     /// Time from a scale-up until replicas are available.
@@ -156,6 +167,10 @@ pub struct InMemoryProvider {
     set_latency: Mutex<Duration>,
     get_calls: AtomicUsize,
     set_calls: AtomicUsize,
+    scale_downs: AtomicUsize,
+    /// Shared activity (the provider as an [`ActivityStore`]): when any gateway last recorded
+    /// each function.
+    activity: Mutex<HashMap<FunctionId, Instant>>,
     successful_sets: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -235,6 +250,11 @@ impl InMemoryProvider {
         self.set_calls.load(Ordering::SeqCst)
     }
 
+    /// Successful scale-downs to zero (`scale_to_zero` calls that scaled down).
+    pub fn scale_downs(&self) -> usize {
+        self.scale_downs.load(Ordering::SeqCst)
+    }
+
     /// `set_replicas` calls that succeeded.
     pub fn successful_sets(&self) -> usize {
         self.successful_sets.load(Ordering::SeqCst)
@@ -300,6 +320,7 @@ fn snapshot(state: &FakeState, now: Instant) -> ServiceQueryResponse {
     ServiceQueryResponse::new(state.desired, available)
         .min_replicas(state.spec.min_replicas)
         .max_replicas(state.spec.max_replicas)
+        .scale_to_zero(state.spec.scale_to_zero)
 }
 
 async fn inject(fault: Option<Fault>, call: &str) -> Result<(), QueryError> {
@@ -322,6 +343,27 @@ impl ServiceQuery for InMemoryProvider {
         let fault = self.get_faults.lock().unwrap().next();
         inject(fault, "get_replicas").await?;
         self.state(function)
+    }
+
+    /// As a shared platform would: no scale-down if any gateway recorded activity within
+    /// `idle` (a precondition on the write).
+    async fn scale_to_zero(
+        &self,
+        function: &FunctionId,
+        idle: Duration,
+    ) -> Result<bool, QueryError> {
+        let recent = self
+            .activity
+            .lock()
+            .unwrap()
+            .get(function)
+            .is_some_and(|at| at.elapsed() < idle);
+        if recent {
+            return Ok(false);
+        }
+        self.set_replicas(function, 0).await?;
+        self.scale_downs.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
     }
 
     async fn set_replicas(&self, function: &FunctionId, replicas: u64) -> Result<(), QueryError> {
@@ -354,7 +396,8 @@ impl ServiceQuery for InMemoryProvider {
             ready_at.map(|at| {
                 let ready = ServiceQueryResponse::new(replicas, replicas)
                     .min_replicas(state.spec.min_replicas)
-                    .max_replicas(state.spec.max_replicas);
+                    .max_replicas(state.spec.max_replicas)
+                    .scale_to_zero(state.spec.scale_to_zero);
                 (at, ready)
             })
         };
@@ -367,6 +410,28 @@ impl ServiceQuery for InMemoryProvider {
             });
         }
         Ok(())
+    }
+}
+
+/// Several scalers sharing one in-memory platform share their activity through it, as
+/// gateways in front of one cluster would.
+#[async_trait]
+impl ActivityStore for InMemoryProvider {
+    async fn record(&self, function: &FunctionId) -> Result<(), QueryError> {
+        self.activity
+            .lock()
+            .unwrap()
+            .insert(function.clone(), Instant::now());
+        Ok(())
+    }
+
+    async fn idle_for(&self, function: &FunctionId) -> Result<Option<Duration>, QueryError> {
+        Ok(self
+            .activity
+            .lock()
+            .unwrap()
+            .get(function)
+            .map(|at| at.elapsed()))
     }
 }
 

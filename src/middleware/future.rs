@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::Response;
+use http::{HeaderName, HeaderValue, Response};
 use pin_project_lite::pin_project;
 
+use crate::activity::ActivityGuard;
 use crate::ResponseBody;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -22,6 +23,11 @@ pin_project! {
     {
         #[pin]
         state: State<F>,
+        // The request's place among its function's requests in flight (scale to zero on):
+        // handed to the response body, which keeps it until it has ended or is dropped.
+        guard: Option<ActivityGuard>,
+        // The cold-start header to add, if asked for (rare: boxed).
+        header: Option<Box<(HeaderName, HeaderValue)>>,
     }
 }
 
@@ -40,8 +46,13 @@ pin_project! {
 
 /// How a cold wait ends.
 pub(super) enum Cold<F: Future> {
-    /// The function is ready and the inner service was called.
-    Call(F),
+    /// The function is ready and the inner service was called: the call, the request's
+    /// activity guard, and a cold-start header to add.
+    Call(
+        F,
+        Option<ActivityGuard>,
+        Option<Box<(HeaderName, HeaderValue)>>,
+    ),
     /// The middleware answers itself.
     Respond(Response<Bytes>),
     /// The inner service failed to become ready.
@@ -49,15 +60,19 @@ pub(super) enum Cold<F: Future> {
 }
 
 impl<F: Future> ResponseFuture<F> {
-    pub(super) fn call(future: F) -> Self {
+    pub(super) fn call(future: F, guard: Option<ActivityGuard>) -> Self {
         Self {
             state: State::Call { future },
+            guard,
+            header: None,
         }
     }
 
     pub(super) fn cold(future: BoxFuture<Cold<F>>) -> Self {
         Self {
             state: State::Cold { future },
+            guard: None,
+            header: None,
         }
     }
 
@@ -66,6 +81,8 @@ impl<F: Future> ResponseFuture<F> {
             state: State::Respond {
                 response: Some(Box::new(response)),
             },
+            guard: None,
+            header: None,
         }
     }
 }
@@ -79,18 +96,33 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let mut state = self.as_mut().project().state;
+            let this = self.as_mut().project();
+            let mut state = this.state;
             match state.as_mut().project() {
                 StateProj::Call { future } => {
                     let out = ready!(future.poll(cx));
-                    return Poll::Ready(out.map(|r| r.map(ResponseBody::inner)));
+                    let guard = this.guard.take();
+                    let header = this.header.take();
+                    return Poll::Ready(out.map(|mut response| {
+                        if let Some(header) = header {
+                            let (name, value) = *header;
+                            response.headers_mut().insert(name, value);
+                        }
+                        response.map(|body| ResponseBody::inner(body, guard))
+                    }));
                 }
                 StateProj::Cold { future } => match ready!(future.as_mut().poll(cx)) {
-                    Cold::Call(future) => state.set(State::Call { future }),
+                    Cold::Call(future, guard, header) => {
+                        *this.guard = guard;
+                        *this.header = header;
+                        state.set(State::Call { future });
+                    }
                     Cold::Respond(response) => {
                         return Poll::Ready(Ok(response.map(ResponseBody::full)))
                     }
-                    Cold::Fail(out) => return Poll::Ready(out.map(|r| r.map(ResponseBody::inner))),
+                    Cold::Fail(out) => {
+                        return Poll::Ready(out.map(|r| r.map(|b| ResponseBody::inner(b, None))))
+                    }
                 },
                 StateProj::Respond { response } => {
                     let response = response.take().expect("polled after completion");

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use http::HeaderName;
 use tower_layer::Layer;
 
 use super::service::{ScaleFromZero, Shared};
@@ -34,6 +35,7 @@ pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
     extractor: E,
     responder: R,
     mark_cold_starts: bool,
+    cold_start_header: Option<HeaderName>,
 }
 
 impl ScaleFromZeroLayer {
@@ -45,6 +47,7 @@ impl ScaleFromZeroLayer {
             extractor: OpenFaasPath::new(),
             responder: DefaultResponder::new(),
             mark_cold_starts: false,
+            cold_start_header: None,
         }
     }
 }
@@ -57,6 +60,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             extractor,
             responder: self.responder,
             mark_cold_starts: self.mark_cold_starts,
+            cold_start_header: self.cold_start_header,
         }
     }
 
@@ -67,6 +71,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             extractor: self.extractor,
             responder,
             mark_cold_starts: self.mark_cold_starts,
+            cold_start_header: self.cold_start_header,
         }
     }
 
@@ -76,6 +81,24 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
     /// forward after a cold start; see [the module docs](crate::middleware).
     pub fn mark_cold_starts(mut self, mark: bool) -> Self {
         self.mark_cold_starts = mark;
+        self
+    }
+
+    /// Tells clients that their request waited for a cold start: its response carries the
+    /// header `name` with the wait in whole milliseconds (as KEDA's
+    /// `X-KEDA-HTTP-Cold-Start` does). Off by default. Responses of requests that did not
+    /// wait carry no such header.
+    ///
+    /// ```
+    /// # use tower_scale_from_zero::{FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+    /// # use tower_scale_from_zero::testing::InMemoryProvider;
+    /// # let scaler = FunctionScaler::new(InMemoryProvider::new(), ScalingConfig::default());
+    /// let layer = ScaleFromZeroLayer::new(scaler)
+    ///     .cold_start_header(http::HeaderName::from_static("x-cold-start-ms"));
+    /// # let _ = layer;
+    /// ```
+    pub fn cold_start_header(mut self, name: HeaderName) -> Self {
+        self.cold_start_header = Some(name);
         self
     }
 
@@ -96,6 +119,7 @@ impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
                 extractor: self.extractor.clone(),
                 responder: self.responder.clone(),
                 mark_cold_starts: self.mark_cold_starts,
+                cold_start_header: self.cold_start_header.clone(),
             }),
         )
     }

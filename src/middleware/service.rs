@@ -28,6 +28,7 @@ pub(super) struct Shared<E, R> {
     pub(super) extractor: E,
     pub(super) responder: R,
     pub(super) mark_cold_starts: bool,
+    pub(super) cold_start_header: Option<http::HeaderName>,
 }
 
 impl<S> ScaleFromZero<S> {
@@ -40,6 +41,7 @@ impl<S> ScaleFromZero<S> {
                 extractor: OpenFaasPath::new(),
                 responder: DefaultResponder::new(),
                 mark_cold_starts: false,
+                cold_start_header: None,
             }),
         )
     }
@@ -114,22 +116,24 @@ where
     #[inline]
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        let cold = match shared.extractor.extract(&req) {
-            None => None,
+        let (cold, guard) = match shared.extractor.extract(&req) {
+            None => (None, None),
             Some(target) => {
                 let function = match target.validate() {
                     Ok(function) => function,
                     Err(invalid) => return reject(&shared.responder, invalid),
                 };
-                if shared.scaler.is_warm(function) {
-                    None
-                } else {
-                    Some(function.to_function_id().expect("validated above"))
+                match shared.scaler.warm(function) {
+                    Some(guard) => (None, guard),
+                    None => (
+                        Some(function.to_function_id().expect("validated above")),
+                        None,
+                    ),
                 }
             }
         };
         match cold {
-            None => ResponseFuture::call(self.inner.call(req)),
+            None => ResponseFuture::call(self.inner.call(req), guard),
             Some(function) => self.cold(function, req),
         }
     }
@@ -158,14 +162,24 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         ResponseFuture::cold(Box::pin(async move {
-            match shared.scaler.ready(&function).await {
-                Ok(released) => {
+            match shared.scaler.ready_tracked(&function).await {
+                Ok((released, guard)) => {
                     let mut req = req;
-                    if let Some(since) = released.cold_since.filter(|_| shared.mark_cold_starts) {
-                        req.extensions_mut().insert(ColdStart::new(since.elapsed()));
+                    let waited = released.cold_since.map(|since| since.elapsed());
+                    if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
+                        req.extensions_mut().insert(ColdStart::new(waited));
                     }
+                    let header =
+                        shared
+                            .cold_start_header
+                            .as_ref()
+                            .zip(waited)
+                            .map(|(name, waited)| {
+                                let ms = http::HeaderValue::from(waited.as_millis() as u64);
+                                Box::new((name.clone(), ms))
+                            });
                     match inner.ready().await {
-                        Ok(inner) => Cold::Call(inner.call(req)),
+                        Ok(inner) => Cold::Call(inner.call(req), guard, header),
                         Err(err) => Cold::Fail(Err(err)),
                     }
                 }

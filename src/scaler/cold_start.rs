@@ -22,6 +22,15 @@ impl FunctionScaler {
             outcome = self.bring_up(&function, &context, &flight) => outcome,
             never = flight.deadlines().run() => match never {},
         };
+        if let (Ok(ready), Some(activities)) = (&outcome, &self.inner.activities) {
+            if ready.state.is_ready() {
+                // Made ready just now: its requests are about to be forwarded, so its idle
+                // period starts afresh.
+                if let Some(activity) = activities.get(function.as_function_ref()) {
+                    activity.touch(activities.now_ms());
+                }
+            }
+        }
         match &outcome {
             Ok(ready) if ready.cold => {
                 let waited_ms = started.elapsed().as_millis() as u64;
@@ -71,7 +80,9 @@ impl FunctionScaler {
         };
         failures = 0;
         self.seen(function, &state);
-        if state.is_ready() {
+        // Scaled to zero by this scaler and not up since: a "ready" read is from before.
+        let down = inner.is_down(function.as_function_ref());
+        if state.is_ready() && !down {
             inner.cache.set(function, state.clone());
             return Ok(Ready::now(state, flight.is_cold()));
         }
@@ -88,7 +99,7 @@ impl FunctionScaler {
         // A flight sends at most one successful `set_replicas`.
         let mut sent = false;
         let mut look_now = false;
-        if state.desired_replicas == 0 && !self.recently_asked(function) {
+        if (state.desired_replicas == 0 || down) && !self.recently_asked(function) {
             if let Some(state) = self.scale_up(function, context, flight, &state).await? {
                 return Ok(Ready::now(state, true));
             }
@@ -115,7 +126,7 @@ impl FunctionScaler {
                 self.seen(function, state);
             }
             match polled {
-                Ok(state) if state.is_ready() => {
+                Ok(state) if state.is_ready() && !inner.is_down(function.as_function_ref()) => {
                     inner.cache.set(function, state.clone());
                     return Ok(Ready::now(state, true));
                 }
@@ -172,6 +183,12 @@ impl FunctionScaler {
             {
                 Ok(()) => {
                     tracing::info!(function = %function, "function scaled 0 → {target}");
+                    // Scaled up since any scale-down of ours: reads are trusted again.
+                    if let Some(activities) = &inner.activities {
+                        if let Some(activity) = activities.get(function.as_function_ref()) {
+                            activity.clear_down();
+                        }
+                    }
                     // Until a read shows it, so that a later flight does not take the
                     // platform's read-after-write lag for a reason to scale again.
                     inner.asked.insert(function, ());

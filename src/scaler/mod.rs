@@ -20,6 +20,7 @@ mod deadlines;
 mod place;
 mod provider_calls;
 mod readiness;
+mod scale_down;
 
 #[cfg(feature = "kubernetes")]
 pub(crate) use provider_calls::Jitter;
@@ -28,7 +29,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
@@ -37,11 +38,12 @@ use self::place::Place;
 use self::provider_calls::ProviderCalls;
 use self::readiness::FlightState;
 pub use self::readiness::ReadinessNotifier;
+use crate::activity::{Activities, ActivityGuard};
 use crate::cache::{far_instant, TtlMap};
 use crate::function::Key;
 use crate::{
-    FlightError, FunctionCacher, FunctionId, FunctionRef, ScaleError, ScalingConfig, ServiceQuery,
-    ServiceQueryResponse, SingleFlight, TtlCache,
+    ActivityStore, FlightError, FunctionCacher, FunctionId, FunctionRef, ScaleError, ScalingConfig,
+    ServiceQuery, ServiceQueryResponse, SingleFlight, TtlCache,
 };
 
 /// What a flight hands its waiters: the ready state, and whether a cold start happened.
@@ -102,11 +104,37 @@ pub(crate) struct Inner {
     held: AtomicUsize,
     calls: ProviderCalls,
     config: ScalingConfig,
+    /// Requests in flight per function, when scale to zero is on.
+    activities: Option<Arc<Activities>>,
+    activity_store: Option<Arc<dyn ActivityStore>>,
+    /// The idle reaper, started with the first tracked request (so a scaler can be built
+    /// outside a runtime) and stopped when the scaler is dropped.
+    reaper: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.get() {
+            reaper.abort();
+        }
+    }
 }
 
 impl Inner {
+    /// Whether `function` was scaled to zero by this scaler and not scaled up since: a ready
+    /// state read or pushed now is from before, and must not be trusted.
+    fn is_down(&self, function: FunctionRef<'_>) -> bool {
+        self.activities
+            .as_ref()
+            .and_then(|activities| activities.get(function))
+            .is_some_and(|activity| activity.is_down())
+    }
+
     /// A pushed state: into the cache, and into the mailbox of the function's flight, if any.
     fn push(&self, function: &FunctionId, state: ServiceQueryResponse) {
+        if state.is_ready() && self.is_down(function.as_function_ref()) {
+            return;
+        }
         // Ready is proof that a scale request took effect. (A push of desired > 0 alone is
         // not taken as proof: the provider's reads may lag behind its pushes.)
         if state.is_ready() {
@@ -126,9 +154,18 @@ pub struct ScalerBuilder {
     config: ScalingConfig,
     cache: Option<Arc<dyn FunctionCacher>>,
     notifier: Option<ReadinessNotifier>,
+    activity_store: Option<Arc<dyn ActivityStore>>,
 }
 
 impl ScalerBuilder {
+    /// With scale to zero on, shares activity with other gateways through `store`: each
+    /// active function is recorded there (at most once per quarter of its idle period), and
+    /// a function another gateway recorded within its idle period is not scaled down.
+    pub fn activity_store(mut self, store: impl ActivityStore) -> Self {
+        self.activity_store = Some(Arc::new(store));
+        self
+    }
+
     /// The bounds and intervals; default [`ScalingConfig::default`].
     pub fn config(mut self, config: ScalingConfig) -> Self {
         self.config = config;
@@ -168,6 +205,11 @@ impl ScalerBuilder {
             flights: SingleFlight::new(),
             held: AtomicUsize::new(0),
             calls: ProviderCalls::new(&config),
+            activities: config
+                .get_scale_to_zero()
+                .then(|| Arc::new(Activities::new())),
+            activity_store: self.activity_store,
+            reaper: OnceLock::new(),
             config,
         });
         if let Some(notifier) = self.notifier {
@@ -183,6 +225,7 @@ impl fmt::Debug for ScalerBuilder {
             .field("config", &self.config)
             .field("custom_cache", &self.cache.is_some())
             .field("notifier", &self.notifier)
+            .field("activity_store", &self.activity_store.is_some())
             .finish()
     }
 }
@@ -210,6 +253,7 @@ impl FunctionScaler {
             config: ScalingConfig::default(),
             cache: None,
             notifier: None,
+            activity_store: None,
         }
     }
 
@@ -237,6 +281,82 @@ impl FunctionScaler {
             .is_some_and(|state| state.is_ready())
     }
 
+    /// The warm path: `None` if `function` is not warm (or is being scaled to zero); else,
+    /// with scale to zero on, the request's place among the function's requests in flight.
+    #[inline]
+    pub(crate) fn warm(&self, function: FunctionRef<'_>) -> Option<Option<ActivityGuard>> {
+        let state = self.inner.cache.get(function).filter(|s| s.is_ready())?;
+        match &self.inner.activities {
+            None => Some(None),
+            Some(activities) => self.enter(activities, function, &state).map(Some),
+        }
+    }
+
+    /// [`ready`](Self::ready), then the request's place among the function's requests in
+    /// flight (scale to zero on). A scale-down that starts between the two sends the request
+    /// back to wait for a fresh scale-up.
+    pub(crate) async fn ready_tracked(
+        &self,
+        function: &FunctionId,
+    ) -> Result<(Released, Option<ActivityGuard>), ScaleError> {
+        // A scale-down can start between a release and the request's entry only if the idle
+        // period is shorter than a cold start; a few rounds are plenty, and never a spin.
+        for _ in 0..3 {
+            let released = self.ready(function).await?;
+            let Some(activities) = &self.inner.activities else {
+                return Ok((released, None));
+            };
+            if let Some(guard) = self.enter(activities, function.as_function_ref(), &released.state)
+            {
+                return Ok((released, Some(guard)));
+            }
+            // Scaled down since: whatever the cache says is from before. The next `ready`
+            // joins the scale-down's flight.
+            self.inner.cache.invalidate(function.as_function_ref());
+            tokio::task::yield_now().await;
+        }
+        Err(ScaleError::interrupted(
+            function.clone(),
+            self.inner.config.get_retry_after(),
+        ))
+    }
+
+    #[cold]
+    fn enter(
+        &self,
+        activities: &Arc<Activities>,
+        function: FunctionRef<'_>,
+        state: &ServiceQueryResponse,
+    ) -> Option<ActivityGuard> {
+        let activity = activities.get_or_insert(function);
+        activity.set_policy(state.scale_to_zero);
+        let guard = activities.enter(Arc::clone(&activity))?;
+        self.inner
+            .reaper
+            .get_or_init(|| scale_down::spawn_reaper(&self.inner));
+        if let (Some(store), Some(period)) = (
+            &self.inner.activity_store,
+            state
+                .scale_to_zero
+                .period(self.inner.config.get_idle_period()),
+        ) {
+            let now = activities.now_ms();
+            if activity.claim_record(now, period / 4) {
+                let store = Arc::clone(store);
+                let inner = Arc::clone(&self.inner);
+                let id = function.to_function_id().expect("validated");
+                tokio::spawn(async move {
+                    let recorded = inner.calls.call(store.record(&id)).await;
+                    if let Err(err) = &recorded {
+                        tracing::debug!(function = %id, error = %crate::error::ErrorChain(err), "recording activity failed");
+                    }
+                    activity.recorded(now, recorded.is_ok());
+                });
+            }
+        }
+        Some(guard)
+    }
+
     /// Forgets what the cache knows of `function`, so that the next request asks the provider
     /// again. For the forwarding service to call when the function's upstream refused a
     /// connection: "ready" on the platform is not always "routable" yet.
@@ -254,6 +374,16 @@ impl FunctionScaler {
     /// [`ScalingConfig::max_held_per_function`] bounds).
     pub fn held_for(&self, function: FunctionRef<'_>) -> usize {
         self.inner.flights.callers(&function as &dyn Key)
+    }
+
+    /// With scale to zero on, the requests for `function` in flight now: forwarded and not
+    /// yet done (a response body still streaming counts). Always 0 with it off.
+    pub fn in_flight(&self, function: FunctionRef<'_>) -> usize {
+        self.inner
+            .activities
+            .as_ref()
+            .and_then(|activities| activities.get(function))
+            .map_or(0, |activity| activity.in_flight())
     }
 
     /// The number of flights under way (cold starts, and refreshes of expired entries).
@@ -332,6 +462,9 @@ impl FunctionScaler {
                     ));
                 }
                 Waited::Refused(refused) => return Err(refused),
+                // A flight that scaled the function to zero just as this request joined:
+                // wait for a fresh one, which scales it up again.
+                Waited::Done(Ok(Ok(ready))) if !ready.state.is_ready() => {}
                 Waited::Done(Ok(outcome)) => {
                     return outcome.map(|ready| Released {
                         state: ready.state,
