@@ -15,7 +15,9 @@ use http::{Request, Uri};
 use support::Trivial;
 use tower::{Layer, Service};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
-use tower_scale_from_zero::{FunctionId, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+use tower_scale_from_zero::{
+    FunctionId, FunctionScaler, IdlePolicy, ScaleFromZeroLayer, ScalingConfig,
+};
 
 const FUNCTIONS: usize = 1_000;
 
@@ -25,10 +27,13 @@ fn uris(n: usize) -> Vec<Uri> {
         .collect()
 }
 
-/// A scaler whose cache holds every function warm for the whole run.
-fn warm_scaler() -> FunctionScaler {
+/// A scaler whose cache holds every function warm for the whole run; with scale to zero on,
+/// it also counts each function's requests in flight (every function opted in).
+fn warm_scaler(scale_to_zero: bool) -> FunctionScaler {
     let provider = Arc::new(InMemoryProvider::new());
-    let config = ScalingConfig::default().cache_ttl(Duration::from_secs(3_600));
+    let config = ScalingConfig::default()
+        .cache_ttl(Duration::from_secs(3_600))
+        .scale_to_zero(scale_to_zero);
     let scaler = FunctionScaler::new(provider.clone(), config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -37,7 +42,10 @@ fn warm_scaler() -> FunctionScaler {
     runtime.block_on(async {
         for i in 0..FUNCTIONS {
             let id = FunctionId::new(&format!("fn-{i}"), "openfaas-fn").unwrap();
-            provider.add_function(&id, FakeFunction::new().running(1));
+            let spec = FakeFunction::new()
+                .running(1)
+                .scale_to_zero(IdlePolicy::AfterDefault);
+            provider.add_function(&id, spec);
             scaler.scale(&id).await.unwrap();
         }
     });
@@ -89,8 +97,8 @@ where
 }
 
 fn warm_path(c: &mut Criterion) {
-    let scaler = warm_scaler();
-    let wrapped = ScaleFromZeroLayer::new(scaler).layer(Trivial);
+    let wrapped = ScaleFromZeroLayer::new(warm_scaler(false)).layer(Trivial);
+    let tracked = ScaleFromZeroLayer::new(warm_scaler(true)).layer(Trivial);
     let one = uris(1);
     let many = Arc::new(uris(FUNCTIONS));
     let same = Arc::new(vec![one[0].clone()]);
@@ -121,6 +129,14 @@ fn warm_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    group.bench_function("wrapped, scale to zero on/1 thread", |b| {
+        let mut svc = tracked.clone();
+        b.iter_batched(
+            || request(&one[0]),
+            |req| call(&mut svc, req),
+            BatchSize::SmallInput,
+        )
+    });
     group.bench_function("wrapped/1 thread, no function in path", |b| {
         let mut svc = wrapped.clone();
         b.iter_batched(
@@ -137,6 +153,10 @@ fn warm_path(c: &mut Criterion) {
         group.bench_function(format!("wrapped/2 threads, {name}"), |b| {
             b.iter_custom(|iters| hammer(&wrapped, uris, 2, iters))
         });
+        group.bench_function(
+            format!("wrapped, scale to zero on/2 threads, {name}"),
+            |b| b.iter_custom(|iters| hammer(&tracked, uris, 2, iters)),
+        );
     }
     group.finish();
 }

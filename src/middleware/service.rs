@@ -200,6 +200,7 @@ fn reject<F: std::future::Future>(
 }
 
 fn respond(responder: &impl ErrorResponder, error: ScaleError) -> Response<Bytes> {
+    crate::telemetry::refusal(error.status());
     let mut response = responder.respond(&error);
     response.extensions_mut().insert(error);
     response

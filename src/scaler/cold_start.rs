@@ -31,6 +31,15 @@ impl FunctionScaler {
                 }
             }
         }
+        if flight.is_cold() {
+            match &outcome {
+                Ok(ready) => crate::telemetry::cold_start(&function, ready.cold, started.elapsed()),
+                Err(err) if err.kind() != ErrorKind::NotFound => {
+                    crate::telemetry::cold_start(&function, false, started.elapsed())
+                }
+                Err(_) => {}
+            }
+        }
         match &outcome {
             Ok(ready) if ready.cold => {
                 let waited_ms = started.elapsed().as_millis() as u64;
@@ -66,7 +75,11 @@ impl FunctionScaler {
         // The first answer tells a warm function whose cache entry expired (released at once,
         // never counted as held) from a cold one. A failed call counts as cold.
         let state = loop {
-            match inner.calls.call(query.get_replicas(function)).await {
+            match inner
+                .calls
+                .call("get_replicas", query.get_replicas(function))
+                .await
+            {
                 Ok(state) => break state,
                 Err(err) => {
                     self.failed(function, flight, err, &mut failures, None)?;
@@ -120,7 +133,10 @@ impl FunctionScaler {
             } else if let Some(state) = flight.take_ready_push() {
                 return Ok(Ready::now(state, true));
             }
-            let polled = inner.calls.call(query.get_replicas(function)).await;
+            let polled = inner
+                .calls
+                .call("get_replicas", query.get_replicas(function))
+                .await;
             next_poll = Instant::now() + config.get_poll_interval();
             if let Ok(state) = &polled {
                 self.seen(function, state);
@@ -178,7 +194,7 @@ impl FunctionScaler {
             };
             match inner
                 .calls
-                .call(inner.query.set_replicas(function, target))
+                .call("set_replicas", inner.query.set_replicas(function, target))
                 .await
             {
                 Ok(()) => {

@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use self::place::Place;
 use self::provider_calls::ProviderCalls;
@@ -331,9 +332,14 @@ impl FunctionScaler {
         let activity = activities.get_or_insert(function);
         activity.set_policy(state.scale_to_zero);
         let guard = activities.enter(Arc::clone(&activity))?;
-        self.inner
-            .reaper
-            .get_or_init(|| scale_down::spawn_reaper(&self.inner));
+        if self.inner.reaper.get().is_none() {
+            // Started by the first tracked request made inside a runtime.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.inner
+                    .reaper
+                    .get_or_init(|| scale_down::spawn_reaper(&self.inner));
+            }
+        }
         if let (Some(store), Some(period)) = (
             &self.inner.activity_store,
             state
@@ -341,12 +347,14 @@ impl FunctionScaler {
                 .period(self.inner.config.get_idle_period()),
         ) {
             let now = activities.now_ms();
-            if activity.claim_record(now, period / 4) {
+            if tokio::runtime::Handle::try_current().is_ok()
+                && activity.claim_record(now, period / 4)
+            {
                 let store = Arc::clone(store);
                 let inner = Arc::clone(&self.inner);
                 let id = function.to_function_id().expect("validated");
                 tokio::spawn(async move {
-                    let recorded = inner.calls.call(store.record(&id)).await;
+                    let recorded = inner.calls.call("record_activity", store.record(&id)).await;
                     if let Err(err) = &recorded {
                         tracing::debug!(function = %id, error = %crate::error::ErrorChain(err), "recording activity failed");
                     }
@@ -432,7 +440,10 @@ impl FunctionScaler {
                 inner.flights.try_join_with(
                     function.clone(),
                     config.get_max_held_per_function(),
-                    move |context| async move { this.cold_start(id, context).await },
+                    move |context| {
+                        let span = context.state().span(&id).clone();
+                        async move { this.cold_start(id, context).await }.instrument(span)
+                    },
                 )
             };
             let mut flight = joined.map_err(|_| {
@@ -443,6 +454,12 @@ impl FunctionScaler {
                     config.get_retry_after(),
                 )
             })?;
+            if let Some(state) = flight.state() {
+                tracing::Span::current().follows_from(state.span(function));
+                if inner.flights.callers(function) > 1 {
+                    crate::telemetry::coalesced_join();
+                }
+            }
             // Polled in place (no nested future): this state lives in every held request.
             let mut waiter = Waiter {
                 ticket: None,
@@ -530,7 +547,7 @@ enum Waited {
 /// waiter leaves without touching anything shared but the flight's result.
 struct Waiter<'a> {
     ticket: Option<deadlines::Ticket>,
-    slot: Option<Place<'a>>,
+    slot: Option<(Place<'a>, crate::telemetry::HeldGauge)>,
 }
 
 impl<'a> Waiter<'a> {
@@ -571,7 +588,7 @@ impl<'a> Waiter<'a> {
         if self.slot.is_none() && state.is_cold() {
             match Place::take(&inner.held, config.get_max_held_total()) {
                 Some(slot) => {
-                    self.slot = Some(slot);
+                    self.slot = Some((slot, crate::telemetry::held(state.held_gauge(function))));
                     state.admit();
                 }
                 None => {

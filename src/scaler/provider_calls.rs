@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, TryAcquireError};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use super::place::Place;
 use crate::{QueryError, ScalingConfig};
@@ -42,6 +43,25 @@ impl ProviderCalls {
     /// Runs one provider call through the gate, under the call timeout. A call that cannot
     /// queue, or that waits past its timeout, fails like a call that failed.
     pub(super) async fn call<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        let span = tracing::info_span!("provider_call", operation, outcome = tracing::field::Empty);
+        let started = Instant::now();
+        let result = self.gated(call).instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(err) if err.is_not_found() => "not_found",
+            Err(err) if err.is_timeout() => "timeout",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        crate::telemetry::provider_call(operation, outcome, started.elapsed());
+        result
+    }
+
+    async fn gated<T>(
         &self,
         call: impl Future<Output = Result<T, QueryError>>,
     ) -> Result<T, QueryError> {

@@ -103,6 +103,11 @@ pub(super) struct FlightState {
     admitted: AtomicUsize,
     admission: Notify,
     last_error: Mutex<Option<QueryError>>,
+    /// The flight's `cold_start` span: the flight runs in it, and its waiters' spans follow
+    /// from it. Made by whichever needs it first.
+    span: OnceLock<tracing::Span>,
+    /// The `requests_held` gauge of the function: one handle per flight, not per waiter.
+    held: OnceLock<metrics::Gauge>,
 }
 
 impl FlightState {
@@ -156,6 +161,17 @@ impl FlightState {
             }
             admission.await;
         }
+    }
+
+    pub(super) fn span(&self, function: &FunctionId) -> &tracing::Span {
+        self.span
+            .get_or_init(|| tracing::info_span!(parent: None, "cold_start", function = %function))
+    }
+
+    pub(super) fn held_gauge(&self, function: &FunctionId) -> metrics::Gauge {
+        self.held
+            .get_or_init(|| crate::telemetry::held_gauge(function))
+            .clone()
     }
 
     pub(super) fn set_last_error(&self, err: QueryError) {

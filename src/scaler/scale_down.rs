@@ -106,7 +106,7 @@ impl FunctionScaler {
         };
         // Another gateway may be serving it.
         if let Some(store) = &inner.activity_store {
-            match inner.calls.call(store.idle_for(function)).await {
+            match inner.calls.call("idle_for", store.idle_for(function)).await {
                 Ok(Some(idle_for)) if idle_for < idle => {
                     tracing::debug!(
                         function = %function,
@@ -114,19 +114,21 @@ impl FunctionScaler {
                         crate::error::Millis(idle_for)
                     );
                     retry_later(Some(idle - idle_for));
+                    crate::telemetry::scale_down(function, "skipped");
                     return false;
                 }
                 Ok(_) => {}
                 Err(err) => {
                     let failures = retry_later(None);
                     tracing::warn!(function = %function, failures, error = %ErrorChain(&err), "reading shared activity failed; not scaled to zero");
+                    crate::telemetry::scale_down(function, "failed");
                     return false;
                 }
             }
         }
         match inner
             .calls
-            .call(inner.query.scale_to_zero(function, idle))
+            .call("scale_to_zero", inner.query.scale_to_zero(function, idle))
             .await
         {
             Ok(true) => {
@@ -136,6 +138,7 @@ impl FunctionScaler {
                     crate::error::Millis(idle)
                 );
                 activity.scaled_down();
+                crate::telemetry::scale_down(function, "scaled");
                 inner.asked.remove(function.as_function_ref());
                 // A push that raced the eviction before the call.
                 inner.cache.invalidate(function.as_function_ref());
@@ -143,6 +146,7 @@ impl FunctionScaler {
             }
             Ok(false) => {
                 tracing::debug!(function = %function, "not scaled to zero: the platform saw recent activity or a scale-up");
+                crate::telemetry::scale_down(function, "skipped");
                 retry_later(None);
                 false
             }
@@ -153,6 +157,7 @@ impl FunctionScaler {
                     .saturating_mul(1 << failures.min(6).saturating_sub(1))
                     .min(idle);
                 retry_later(Some(pause));
+                crate::telemetry::scale_down(function, "failed");
                 tracing::warn!(
                     function = %function,
                     failures,
