@@ -74,6 +74,11 @@ enum Repr {
         function: FunctionId,
         retry_after: Duration,
     },
+    #[error("the gateway is shutting down: no cold start of function {function}")]
+    ShuttingDown {
+        function: FunctionId,
+        retry_after: Duration,
+    },
 }
 
 /// The class of a [`ScaleError`], one per response status.
@@ -97,6 +102,9 @@ pub enum ErrorKind {
     /// The task running the cold start was cancelled, twice in a row: its runtime is
     /// shutting down (503).
     Interrupted,
+    /// The gateway is draining: it starts no cold start, and a request still waiting when the
+    /// drain's budget ran out is answered with this (503).
+    ShuttingDown,
 }
 
 impl ScaleError {
@@ -159,6 +167,13 @@ impl ScaleError {
         })
     }
 
+    pub(crate) fn shutting_down(function: FunctionId, retry_after: Duration) -> Self {
+        Self::new(Repr::ShuttingDown {
+            function,
+            retry_after,
+        })
+    }
+
     /// The class of failure.
     pub fn kind(&self) -> ErrorKind {
         match &*self.repr {
@@ -170,6 +185,7 @@ impl ScaleError {
             Repr::NotReady { .. } => ErrorKind::NotReady,
             Repr::Panicked(_) => ErrorKind::Panicked,
             Repr::Interrupted { .. } => ErrorKind::Interrupted,
+            Repr::ShuttingDown { .. } => ErrorKind::ShuttingDown,
         }
     }
 
@@ -183,6 +199,7 @@ impl ScaleError {
             | Repr::ScaleFailed { function, .. }
             | Repr::Overloaded { function, .. }
             | Repr::Interrupted { function, .. }
+            | Repr::ShuttingDown { function, .. }
             | Repr::NotReady { function, .. } => Some(function),
         }
     }
@@ -202,7 +219,9 @@ impl ScaleError {
             ErrorKind::InvalidFunction => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Provider | ErrorKind::ScaleFailed => StatusCode::BAD_GATEWAY,
-            ErrorKind::Overloaded | ErrorKind::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::Interrupted | ErrorKind::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::NotReady => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -211,9 +230,9 @@ impl ScaleError {
     /// When the client may try again (503 answers).
     pub fn retry_after(&self) -> Option<Duration> {
         match &*self.repr {
-            Repr::Overloaded { retry_after, .. } | Repr::Interrupted { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Repr::Overloaded { retry_after, .. }
+            | Repr::Interrupted { retry_after, .. }
+            | Repr::ShuttingDown { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -96,7 +96,7 @@ pub use error::{DefaultResponder, ErrorKind, ErrorResponder, ScaleError};
 pub use function::{FunctionId, FunctionRef, InvalidFunction};
 pub use middleware::{ColdStart, ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
 pub use query::{IdlePolicy, QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
-pub use scaler::{FunctionScaler, ReadinessNotifier, ScalerBuilder};
+pub use scaler::{Drained, FunctionScaler, ReadinessNotifier, ScalerBuilder};
 pub use single_flight::{FlightError, SingleFlight};
 
 /// Re-exported so that providers need no dependency of their own to implement

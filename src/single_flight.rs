@@ -308,6 +308,20 @@ where
         self.inner.flights.get(key).map_or(0, |slot| slot.callers)
     }
 
+    /// The callers waiting on every flight, all together.
+    pub fn total_callers(&self) -> usize {
+        self.inner.flights.iter().map(|slot| slot.callers).sum()
+    }
+
+    /// The states of every flight under way.
+    pub(crate) fn states(&self) -> Vec<Arc<S>> {
+        self.inner
+            .flights
+            .iter()
+            .map(|slot| Arc::clone(&slot.state))
+            .collect()
+    }
+
     /// The number of flights under way.
     pub fn len(&self) -> usize {
         self.inner.flights.len()

@@ -28,9 +28,10 @@ pub(crate) use provider_calls::Jitter;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -111,6 +112,10 @@ pub(crate) struct Inner {
     /// The idle reaper, started with the first tracked request (so a scaler can be built
     /// outside a runtime) and stopped when the scaler is dropped.
     reaper: OnceLock<tokio::task::AbortHandle>,
+    /// Draining: no new cold start; and once the drain's budget is spent, waiting requests
+    /// are answered 503.
+    draining: AtomicBool,
+    drain_expired: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -211,6 +216,8 @@ impl ScalerBuilder {
                 .then(|| Arc::new(Activities::new())),
             activity_store: self.activity_store,
             reaper: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            drain_expired: AtomicBool::new(false),
             config,
         });
         if let Some(notifier) = self.notifier {
@@ -412,6 +419,63 @@ impl FunctionScaler {
         self.ready(function).await.map(|released| released.state)
     }
 
+    /// Drains, for a graceful shutdown: from now on no cold start begins (a request for a
+    /// function that is not warm is answered 503 with `Retry-After`), requests already
+    /// waiting keep waiting for up to `budget`, and any still waiting then are answered 503.
+    /// Resolves once no request waits, so every request has had a response; warm requests
+    /// keep passing meanwhile. Stop accepting connections alongside (the servers' graceful
+    /// shutdown), and let forwarded requests finish there.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_scale_from_zero::{FunctionScaler, ScalingConfig};
+    /// # use tower_scale_from_zero::testing::InMemoryProvider;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scaler = FunctionScaler::new(InMemoryProvider::new(), ScalingConfig::default());
+    /// let drained = scaler.drain(Duration::from_secs(10)).await;
+    /// assert_eq!(drained.cut_short, 0);
+    /// # }
+    /// ```
+    pub async fn drain(&self, budget: Duration) -> Drained {
+        let inner = &*self.inner;
+        inner.draining.store(true, Ordering::Release);
+        let started = Instant::now();
+        let deadline = started + budget;
+        let waiting = || inner.flights.total_callers();
+        // Polled: this runs once, at shutdown.
+        let tick = Duration::from_millis(10);
+        while waiting() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(tick.min(deadline - Instant::now())).await;
+        }
+        let cut_short = waiting();
+        if cut_short > 0 {
+            tracing::warn!(
+                waiting = cut_short,
+                "drain budget of {} spent: answering the requests still waiting with 503",
+                crate::error::Millis(budget)
+            );
+            inner.drain_expired.store(true, Ordering::Release);
+            for flight in inner.flights.states() {
+                flight.deadlines().wake_all();
+            }
+            // They answer as soon as they are polled; a moment's grace for that.
+            let grace = Instant::now() + Duration::from_secs(1);
+            while waiting() > 0 && Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Drained {
+            took: started.elapsed(),
+            cut_short,
+        }
+    }
+
+    /// Whether [`drain`](Self::drain) has been called.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
+    }
+
     /// [`scale`](Self::scale), also saying since when the request waited if a cold start
     /// happened (for the middleware's [`ColdStart`](crate::ColdStart) mark).
     pub(crate) async fn ready(&self, function: &FunctionId) -> Result<Released, ScaleError> {
@@ -426,6 +490,12 @@ impl FunctionScaler {
             }
             if self.inner.not_found.get(key).is_some() {
                 return Err(ScaleError::not_found(function.clone()));
+            }
+            if self.inner.draining.load(Ordering::Acquire) {
+                return Err(ScaleError::shutting_down(
+                    function.clone(),
+                    self.inner.config.get_retry_after(),
+                ));
             }
         }
         let inner = &*self.inner;
@@ -508,6 +578,16 @@ impl FunctionScaler {
     }
 }
 
+/// How a [`FunctionScaler::drain`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained {
+    /// From the start of the drain to no request waiting.
+    pub took: Duration,
+    /// Requests still waiting when the budget was spent, answered 503.
+    pub cut_short: usize,
+}
+
 /// What [`FunctionScaler::ready`] hands the middleware.
 #[derive(Debug)]
 pub(crate) struct Released {
@@ -571,6 +651,12 @@ impl<'a> Waiter<'a> {
                 return Poll::Ready(Waited::TimedOut);
             }
             return Poll::Ready(Waited::Done(out));
+        }
+        if inner.drain_expired.load(Ordering::Acquire) {
+            return Poll::Ready(Waited::Refused(ScaleError::shutting_down(
+                function.clone(),
+                config.get_retry_after(),
+            )));
         }
         let Some(state) = flight.state() else {
             // Ended between the poll and the look-up: its result is there next time.
