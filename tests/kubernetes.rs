@@ -43,7 +43,8 @@ use serde_json::json;
 use tower::{Service, ServiceExt};
 use tower_scale_from_zero::providers::KubernetesProvider;
 use tower_scale_from_zero::{
-    FunctionId, FunctionScaler, ScaleError, ScaleFromZeroLayer, ScalingConfig, ServiceQuery,
+    ActivityStore, FunctionId, FunctionScaler, ScaleError, ScaleFromZeroLayer, ScalingConfig,
+    ServiceQuery,
 };
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -928,6 +929,8 @@ async fn the_shipped_manifests_apply_and_their_role_suffices() {
         format!("http://hello.{functions_ns}.svc.cluster.local:8080/")
     );
     assert_eq!(writes.counts(), vec![0, 1]);
+    // Shared activity for scale to zero: recorded with the gateway's rights.
+    gw.provider.record(&id).await.unwrap();
     // Nothing is left to admin-only rights: the account may not, say, delete Deployments.
     let denied = Api::<Deployment>::namespaced(client_from(&sa_kubeconfig).await, &functions_ns)
         .delete("hello", &DeleteParams::default())
@@ -1012,6 +1015,68 @@ fn free_port() -> u16 {
         .port()
 }
 
+async fn gateways_share_activity_and_a_concurrent_scale_up_beats_a_scale_down() {
+    let admin = admin().await;
+    let ns = namespace(&admin, "idle").await;
+    deploy(&admin, &ns, "hello", 1, true, 8080).await;
+    let opt_in = json!({"metadata": {"annotations": {
+        "tower-scale-from-zero/scale-to-zero": "true",
+        "tower-scale-from-zero/idle-period": "1m"
+    }}});
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
+    deployments
+        .patch("hello", &PatchParams::default(), &Patch::Merge(&opt_in))
+        .await
+        .unwrap();
+    let id = FunctionId::new("hello", &ns).unwrap();
+    let idle = Duration::from_secs(60);
+    let (a, b) = (
+        under(admin.clone(), &ns, ScalingConfig::default()).await,
+        under(admin.clone(), &ns, ScalingConfig::default()).await,
+    );
+    let state = b.provider.get_replicas(&id).await.unwrap();
+    assert_eq!(
+        state.scale_to_zero,
+        tower_scale_from_zero::IdlePolicy::After(idle)
+    );
+
+    // Gateway A served it just now: B does not scale it down.
+    a.provider.record(&id).await.unwrap();
+    let seen_by_b = Instant::now() + Duration::from_secs(5);
+    while b.provider.idle_for(&id).await.unwrap().is_none() {
+        assert!(Instant::now() < seen_by_b, "B never saw A's activity");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(b.provider.idle_for(&id).await.unwrap().unwrap() < Duration::from_secs(5));
+    assert!(!b.provider.scale_to_zero(&id, idle).await.unwrap());
+    assert_eq!(replicas(&admin, &ns, "hello").await, 1);
+
+    // Two minutes of quiet; but someone scales it up between B's read and B's write: the
+    // scale-up wins (409 on B's precondition).
+    let long_ago =
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_secs(120))
+            .to_string();
+    let quiet =
+        json!({"metadata": {"annotations": {"tower-scale-from-zero/last-active": long_ago}}});
+    deployments
+        .patch("hello", &PatchParams::default(), &Patch::Merge(&quiet))
+        .await
+        .unwrap();
+    let (client, layer) = interfering_client(&admin, &ns, "hello", Some(2)).await;
+    let racing = KubernetesProvider::builder(client).namespace(&ns).build();
+    assert!(!racing.scale_to_zero(&id, idle).await.unwrap());
+    assert_eq!(layer.conflicts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        replicas(&admin, &ns, "hello").await,
+        2,
+        "the scale-up stands"
+    );
+
+    // Quiet and uncontested: down to zero.
+    assert!(b.provider.scale_to_zero(&id, idle).await.unwrap());
+    assert_eq!(replicas(&admin, &ns, "hello").await, 0);
+}
+
 /// Last: it stops the shared API server for a while.
 async fn held_requests_survive_an_api_server_restart_and_410_gone() {
     let admin = admin().await;
@@ -1093,7 +1158,7 @@ fn main() {
     if common::run_function_if_asked(&args) {
         return;
     }
-    let tests: [Test; 12] = tests![
+    let tests: [Test; 13] = tests![
         a_cold_start_writes_the_scale_once_and_serves_when_an_endpoint_is_ready,
         a_thousand_concurrent_cold_requests_make_exactly_one_scale_write,
         unlabelled_and_missing_deployments_are_404_without_a_write,
@@ -1105,6 +1170,7 @@ fn main() {
         a_deleted_deployment_is_404_once_the_cache_ttl_has_passed,
         the_shipped_manifests_apply_and_their_role_suffices,
         the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function,
+        gateways_share_activity_and_a_concurrent_scale_up_beats_a_scale_down,
         // Must stay last: it restarts the shared API server.
         held_requests_survive_an_api_server_restart_and_410_gone,
     ];

@@ -41,7 +41,16 @@
 //! **Where to forward:** [`KubernetesProvider::endpoint`], by default
 //! `http://{name}.{namespace}.svc.cluster.local:{port}` with the port of the function's Service.
 //!
-//! Needs (RBAC): `get`, `list`, `watch` on `deployments`; `get`, `update` on
+//! **Scale to zero** (when the scaler has it on): a Deployment opts in with the annotation
+//! (or label) `tower-scale-from-zero/scale-to-zero: "true"` (or OpenFaaS'
+//! `com.openfaas.scale.zero`), its idle period in `tower-scale-from-zero/idle-period` (or
+//! `com.openfaas.scale.zero-duration`: `15m`, `1h30m`). The provider is also an
+//! [`ActivityStore`]: gateways record activity in the annotation
+//! `tower-scale-from-zero/last-active`, and a scale-down writes the Scale with the
+//! resourceVersion of a fresh read as a precondition, so recent activity or a concurrent
+//! scale-up wins.
+//!
+//! Needs (RBAC): `get`, `list`, `watch` (and `patch`, for shared activity) on `deployments`; `get`, `update` on
 //! `deployments/scale`; `get`, `list`, `watch` on `services`; `list`, `watch` on
 //! `endpointslices` (group `discovery.k8s.io`). The crate's `deploy/rbac.yaml` grants exactly
 //! these.
@@ -66,14 +75,16 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::{Scale, ScaleSpec};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -81,7 +92,10 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::scaler::Jitter;
-use crate::{FunctionId, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse};
+use crate::{
+    ActivityStore, FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery,
+    ServiceQueryResponse,
+};
 
 /// The label a Deployment (and its Service) carries to be a function, by default.
 pub const DEFAULT_LABEL_SELECTOR: &str = "tower-scale-from-zero/function=true";
@@ -96,6 +110,16 @@ const MAX_KEYS: [&str; 2] = [
     "tower-scale-from-zero/max-replicas",
     "com.openfaas.scale.max",
 ];
+const ZERO_KEYS: [&str; 2] = [
+    "tower-scale-from-zero/scale-to-zero",
+    "com.openfaas.scale.zero",
+];
+const ZERO_PERIOD_KEYS: [&str; 2] = [
+    "tower-scale-from-zero/idle-period",
+    "com.openfaas.scale.zero-duration",
+];
+/// The annotation where gateways record when they last served a function (RFC 3339).
+pub const LAST_ACTIVE: &str = "tower-scale-from-zero/last-active";
 /// The label the EndpointSlice controller puts on each slice: the Service it belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Conflicting scale writes retried in one `set_replicas` before it fails (retryably).
@@ -433,6 +457,91 @@ impl ServiceQuery for KubernetesProvider {
         ))
         .with_status(http::StatusCode::CONFLICT))
     }
+
+    /// Reads the Deployment afresh; no scale-down if a gateway recorded activity within
+    /// `idle` (the `last-active` annotation); else writes replicas 0 with the read's
+    /// resourceVersion as the precondition, so that anything written since (a scale-up,
+    /// recorded activity) wins: a 409 is `Ok(false)`.
+    async fn scale_to_zero(
+        &self,
+        function: &FunctionId,
+        idle: Duration,
+    ) -> Result<bool, QueryError> {
+        self.check_namespace(function)?;
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.inner.client.clone(), function.namespace());
+        let list = deployments
+            .list(&self.selected(function))
+            .await
+            .map_err(|e| api_error(e, "list", "deployments", function))?;
+        let deployment = list
+            .items
+            .first()
+            .ok_or_else(|| self.not_labelled(function))?;
+        let info = DeploymentInfo::of(deployment);
+        if info.desired == 0 {
+            return Ok(true);
+        }
+        // A clock ahead of ours counts as recent.
+        let recent = |at: SystemTime| at.elapsed().map_or(true, |ago| ago < idle);
+        if info.last_active.is_some_and(recent) {
+            return Ok(false);
+        }
+        let scale = Scale {
+            metadata: ObjectMeta {
+                name: Some(function.name().to_string()),
+                namespace: Some(function.namespace().to_string()),
+                resource_version: deployment.metadata.resource_version.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ScaleSpec { replicas: Some(0) }),
+            status: None,
+        };
+        match deployments
+            .replace_scale(function.name(), &PostParams::default(), &scale)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if status_code(&err) == Some(409) => Ok(false),
+            Err(err) => Err(api_error(err, "update", "deployments/scale", function)),
+        }
+    }
+}
+
+/// Gateways share activity through the function's Deployment: each records when it served
+/// the function in the annotation `tower-scale-from-zero/last-active` (a merge patch, at most
+/// once per quarter of the idle period per gateway while active; needs `patch` on
+/// `deployments`), and reads it back from the watch.
+#[async_trait]
+impl ActivityStore for KubernetesProvider {
+    async fn record(&self, function: &FunctionId) -> Result<(), QueryError> {
+        self.check_namespace(function)?;
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let annotated = Deployment {
+            metadata: ObjectMeta {
+                annotations: Some([(LAST_ACTIVE.to_string(), now)].into()),
+                ..ObjectMeta::default()
+            },
+            ..Deployment::default()
+        };
+        Api::<Deployment>::namespaced(self.inner.client.clone(), function.namespace())
+            .patch(
+                function.name(),
+                &PatchParams::default(),
+                &Patch::Merge(&annotated),
+            )
+            .await
+            .map_err(|e| api_error(e, "patch", "deployments", function))?;
+        Ok(())
+    }
+
+    async fn idle_for(&self, function: &FunctionId) -> Result<Option<Duration>, QueryError> {
+        self.check_namespace(function)?;
+        let info = self.deployment(function).await?;
+        Ok(info
+            .last_active
+            .map(|at| at.elapsed().unwrap_or(Duration::ZERO)))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -753,6 +862,9 @@ struct DeploymentInfo {
     desired: u64,
     min: u64,
     max: u64,
+    idle: IdlePolicy,
+    /// When a gateway last recorded serving it (the `last-active` annotation).
+    last_active: Option<SystemTime>,
 }
 
 impl DeploymentInfo {
@@ -764,29 +876,38 @@ impl DeploymentInfo {
             .and_then(|s| s.replicas)
             .map_or(1, |r| u64::try_from(r).unwrap_or(0));
         let meta = deployment.meta();
-        let setting = |keys: [&str; 2]| {
+        let name = deployment.name_any();
+        let setting = |keys: &[&str]| -> Option<&str> {
             keys.iter().find_map(|key| {
-                let value = meta
-                    .annotations
+                meta.annotations
                     .as_ref()
                     .and_then(|a| a.get(*key))
-                    .or_else(|| meta.labels.as_ref().and_then(|l| l.get(*key)))?;
-                match value.trim().parse::<u64>() {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        tracing::warn!(
-                            deployment = %deployment.name_any(),
-                            "{key}={value:?} is not a replica count; ignored"
-                        );
-                        None
-                    }
-                }
+                    .or_else(|| meta.labels.as_ref().and_then(|l| l.get(*key)))
+                    .map(String::as_str)
             })
         };
+        let count = |keys: &[&str]| {
+            let value = setting(keys)?;
+            match value.trim().parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    tracing::warn!(deployment = %name, "{value:?} is not a replica count; ignored");
+                    None
+                }
+            }
+        };
+        let last_active =
+            setting(&[LAST_ACTIVE]).and_then(|at| humantime::parse_rfc3339_weak(at.trim()).ok());
         Self {
             desired,
-            min: setting(MIN_KEYS).unwrap_or(1),
-            max: setting(MAX_KEYS).unwrap_or(u64::MAX),
+            min: count(&MIN_KEYS).unwrap_or(1),
+            max: count(&MAX_KEYS).unwrap_or(u64::MAX),
+            idle: crate::providers::idle_policy(
+                &name,
+                setting(&ZERO_KEYS),
+                setting(&ZERO_PERIOD_KEYS),
+            ),
+            last_active,
         }
     }
 
@@ -794,6 +915,7 @@ impl DeploymentInfo {
         ServiceQueryResponse::new(self.desired, available)
             .min_replicas(self.min)
             .max_replicas(self.max)
+            .scale_to_zero(self.idle)
     }
 }
 
@@ -1011,28 +1133,32 @@ mod tests {
                 "labels": {"com.openfaas.scale.max": "4"}},
             "spec": {"replicas": 0, "selector": {}, "template": {}}
         })));
-        assert_eq!(
-            info,
-            DeploymentInfo {
-                desired: 0,
-                min: 2,
-                max: 4
-            }
-        );
+        assert_eq!((info.desired, info.min, info.max), (0, 2, 4));
+        assert_eq!(info.idle, IdlePolicy::Never);
         // Unset replicas are defaulted to 1 by the API server; a bad value is ignored.
         let info = DeploymentInfo::of(&deployment(serde_json::json!({
             "metadata": {"name": "f", "annotations": {"com.openfaas.scale.min": "many"}},
             "spec": {"selector": {}, "template": {}}
         })));
-        assert_eq!(
-            info,
-            DeploymentInfo {
-                desired: 1,
-                min: 1,
-                max: u64::MAX
-            }
-        );
+        assert_eq!((info.desired, info.min, info.max), (1, 1, u64::MAX));
         assert_eq!(info.state(0).scale_target(), 1);
+    }
+
+    #[test]
+    fn scale_to_zero_settings_and_recorded_activity_are_read() {
+        let info = DeploymentInfo::of(&deployment(serde_json::json!({
+            "metadata": {"name": "f",
+                "labels": {"com.openfaas.scale.zero": "true",
+                           "com.openfaas.scale.zero-duration": "15m"},
+                "annotations": {LAST_ACTIVE: "2026-11-29T20:00:00.123Z"}},
+            "spec": {"replicas": 1, "selector": {}, "template": {}}
+        })));
+        assert_eq!(info.idle, IdlePolicy::After(Duration::from_secs(900)));
+        assert_eq!(
+            info.last_active,
+            Some(humantime::parse_rfc3339("2026-11-29T20:00:00.123Z").unwrap())
+        );
+        assert_eq!(info.state(1).scale_to_zero, info.idle);
     }
 
     #[test]
