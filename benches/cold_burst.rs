@@ -119,7 +119,9 @@ async fn round() -> Round {
         extractor: OpenFaasPath::new().default_namespace(options.namespace.clone()),
         proxy: Proxy::new(),
         deadline: options.deadline,
+        drain_budget: options.drain_budget,
         with_layer: true,
+        metrics: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

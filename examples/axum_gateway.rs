@@ -44,6 +44,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .merge(functions)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .layer(
             ServiceBuilder::new()
                 .layer(TraceLayer::new_for_http())
@@ -55,6 +56,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    common::metrics_response(&gateway).into_response()
+}
+
 async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
     gateway.forward(req).await.into_response()
 }
@@ -63,10 +68,11 @@ fn main() {
     common::main(serve);
 }
 
-async fn serve(args: Vec<String>) {
+pub async fn serve(args: Vec<String>) {
     let (_, gateway, listener) = common::start("axum gateway", args).await;
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(common::shutdown_signal())
+    // On SIGTERM: stop accepting, drain the held requests, finish what is in flight.
+    axum::serve(listener, router(Arc::clone(&gateway)))
+        .with_graceful_shutdown(common::shutdown_signal_and_drain(gateway))
         .await
         .expect("server");
 }

@@ -16,8 +16,9 @@ use std::time::Duration;
 use common::{Gateway, ProxyBody};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::{service_fn, BoxError, ServiceBuilder};
 use tower_http::timeout::TimeoutLayer;
@@ -53,6 +54,7 @@ pub fn service(
 async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody> {
     match req.uri().path() {
         "/healthz" => common::text(StatusCode::OK, "ok\n"),
+        "/metrics" => common::metrics_response(gateway),
         path if path.starts_with("/function/") => gateway.forward(req).await,
         _ => common::text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -62,15 +64,24 @@ fn main() {
     common::main(serve);
 }
 
-async fn serve(args: Vec<String>) {
+pub async fn serve(args: Vec<String>) {
     let (options, gateway, listener) = common::start("hyper gateway", args).await;
     if options.without_layer {
         eprintln!("--without-scale-from-zero is for axum_gateway's benchmarks only");
         std::process::exit(2);
     }
-    let service = service(gateway);
-    let shutdown = common::shutdown_signal();
+    let service = service(Arc::clone(&gateway));
+    let budget = gateway.drain_budget;
+    let shutdown = common::shutdown_signal_and_drain(gateway);
     tokio::pin!(shutdown);
+    // Tracks every connection, so that a shutdown can wait for them to finish.
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its headers does not hold a connection for ever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -83,10 +94,24 @@ async fn serve(args: Vec<String>) {
             _ = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(service.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = connection.await;
         });
+    }
+    // Stop accepting (done), let held requests drain and in-flight ones finish; the drain
+    // answers what is still waiting after its budget, so this ends soon after it.
+    let limit = budget + Duration::from_secs(5);
+    if tokio::time::timeout(limit, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after the drain budget; closing",
+            5
+        );
     }
 }

@@ -385,6 +385,170 @@ async fn gateway_options_are_checked_with_clear_messages() {
     assert_eq!(k8s.namespace, "default");
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs an example gateway as a process of its own (this binary in gateway mode), sends it
+/// 100 requests held by a slow cold start, then SIGTERM: every client gets a response.
+async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) -> Vec<u16> {
+    let port = free_port();
+    let mut gateway = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--serve-gateway", example, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--function-startup", startup, "--drain-budget", budget])
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let client = client();
+    let up = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < up, "the gateway never listened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let requests: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let req = Request::get(format!("http://{addr}/function/hello-world"))
+                    .body(common::full(Bytes::new()))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(response) => response.status().as_u16(),
+                    Err(_) => 0, // no response at all
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut statuses = Vec::new();
+    for request in requests {
+        let status = tokio::time::timeout(Duration::from_secs(15), request)
+            .await
+            .expect("every client gets a response in time")
+            .unwrap();
+        statuses.push(status);
+    }
+    let exited = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = gateway.try_wait().unwrap() {
+            assert!(status.success(), "the gateway exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < exited,
+            "the gateway did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    statuses
+}
+
+async fn sigterm_answers_every_held_request_of_the_axum_gateway() {
+    // The cold start outlasts the drain budget: all 100 are answered 503, none dropped.
+    let statuses = sigterm_with_held_requests("axum", "10s", "1s").await;
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    // A cold start that ends within the budget: all 100 are served.
+    let statuses = sigterm_with_held_requests("axum", "500ms", "10s").await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
+
+async fn sigterm_answers_every_held_request_of_the_hyper_gateway() {
+    let statuses = sigterm_with_held_requests("hyper", "10s", "1s").await;
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    let statuses = sigterm_with_held_requests("hyper", "500ms", "10s").await;
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+}
+
+async fn metrics_after_a_cold_start_are_served_at_slash_metrics() {
+    let mut gateway = Gateway::local(&options("metered"), [("hello", function("hello", 50))]);
+    gateway.metrics = Some(common::metrics());
+    let addr = serve_axum(Arc::new(gateway)).await;
+    let client = client();
+    let (status, _) = get(&client, format!("http://{addr}/function/hello")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        get(&client, format!("http://{addr}/function/nope")).await.0,
+        404
+    );
+    let (status, text) = get(&client, format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200);
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|line| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let f = r#"function="hello.metered""#;
+    assert_eq!(
+        value(&format!(
+            r#"scale_from_zero_cold_starts_total{{{f},outcome="ready"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(
+        value(&format!(
+            "scale_from_zero_cold_start_duration_seconds_count{{{f}}}"
+        )),
+        1.0
+    );
+    let took = value(&format!(
+        "scale_from_zero_cold_start_duration_seconds_sum{{{f}}}"
+    ));
+    assert!(took > 0.05 && took < 5.0, "{took}");
+    assert_eq!(value(&format!("scale_from_zero_requests_held{{{f}}}")), 0.0);
+    assert!(value(r#"scale_from_zero_refusals_total{status="404"}"#) >= 1.0);
+    assert!(
+        !text.contains("nope"),
+        "an unknown function became a label value"
+    );
+    println!(
+        "    /metrics after a cold start:\n{}",
+        text.lines()
+            .filter(|l| l.contains("hello.metered") && !l.contains("_bucket"))
+            .map(|l| format!("      {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+async fn the_bundled_function_stops_when_idle_and_starts_again() {
+    let options =
+        Options::parse(["--namespace", "idle", "--scale-to-zero-after", "1s"].map(String::from))
+            .unwrap();
+    let gateway = Arc::new(Gateway::from_options(&options).await.unwrap());
+    let provider = local_provider(&gateway);
+    let addr = serve_axum(Arc::clone(&gateway)).await;
+    let client = client();
+    let url = format!("http://{addr}/function/hello-world");
+    assert_eq!(get(&client, url.clone()).await.0, 200);
+    let id = tower_scale_from_zero::FunctionId::new("hello-world", "idle").unwrap();
+    let first = provider.upstream(&id).unwrap();
+    assert_eq!(provider.starts(), 1);
+    // Idle for 1 s (plus a check interval of 100 ms): the process is stopped.
+    assert!(
+        closes_within(first, Duration::from_secs(5)).await,
+        "the idle function's process was not stopped"
+    );
+    assert!(provider.upstream(&id).is_none());
+    // The next request starts it again.
+    assert_eq!(get(&client, url).await.0, 200);
+    assert_eq!(provider.starts(), 2);
+}
+
 type Test = (
     &'static str,
     fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -401,8 +565,22 @@ fn main() {
     if common::run_function_if_asked(&args) {
         return;
     }
+    // Gateway mode, for the SIGTERM tests: `--serve-gateway axum|hyper [options]`.
+    if args.get(1).map(String::as_str) == Some("--serve-gateway") {
+        let example = args[2].clone();
+        let gateway_args: Vec<String> = std::iter::once(args[0].clone())
+            .chain(args[3..].iter().cloned())
+            .collect();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        match example.as_str() {
+            "axum" => runtime.block_on(axum_gateway::serve(gateway_args)),
+            "hyper" => runtime.block_on(hyper_gateway::serve(gateway_args)),
+            other => panic!("no example gateway {other}"),
+        }
+        return;
+    }
     // Streaming first: it reads the process's peak memory.
-    let tests: [Test; 8] = tests![
+    let tests: [Test; 12] = tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
@@ -411,6 +589,10 @@ fn main() {
         the_hyper_gateway_serves_a_cold_start_too,
         the_process_provider_stops_processes_on_scale_to_zero_and_on_drop,
         gateway_options_are_checked_with_clear_messages,
+        sigterm_answers_every_held_request_of_the_axum_gateway,
+        sigterm_answers_every_held_request_of_the_hyper_gateway,
+        metrics_after_a_cold_start_are_served_at_slash_metrics,
+        the_bundled_function_stops_when_idle_and_starts_again,
     ];
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -9,7 +9,7 @@ use faas_provider::{FaasServer, FakeFn};
 use http::StatusCode;
 use tower_scale_from_zero::providers::OpenFaasProvider;
 use tower_scale_from_zero::{
-    FunctionId, FunctionScaler, QueryErrorKind, ScalingConfig, ServiceQuery,
+    FunctionId, FunctionScaler, IdlePolicy, QueryErrorKind, ScalingConfig, ServiceQuery,
 };
 
 const NS: &str = "openfaas-fn";
@@ -52,6 +52,33 @@ async fn omitted_replica_counts_mean_zero_and_scale_labels_give_min_and_max() {
 
     let bounded = provider.get_replicas(&id("bounded")).await.unwrap();
     assert_eq!((bounded.min_replicas, bounded.max_replicas), (2, 5));
+    assert_eq!(bounded.scale_to_zero, IdlePolicy::Never);
+}
+
+#[tokio::test]
+async fn scale_to_zero_labels_opt_a_function_in() {
+    let server = FaasServer::start().await;
+    server.add(
+        "idle",
+        NS,
+        labels(&[
+            ("com.openfaas.scale.zero", "true"),
+            ("com.openfaas.scale.zero-duration", "15m"),
+        ]),
+    );
+    server.add(
+        "default",
+        NS,
+        labels(&[("com.openfaas.scale.zero", "true")]),
+    );
+    let provider = OpenFaasProvider::new(&server.url()).unwrap();
+    let idle = provider.get_replicas(&id("idle")).await.unwrap();
+    assert_eq!(
+        idle.scale_to_zero,
+        IdlePolicy::After(Duration::from_secs(900))
+    );
+    let default = provider.get_replicas(&id("default")).await.unwrap();
+    assert_eq!(default.scale_to_zero, IdlePolicy::AfterDefault);
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
 #[cfg(feature = "kubernetes")]
 use tower_scale_from_zero::providers::KubernetesProvider;
@@ -34,8 +35,8 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 pub const USAGE: &str = "\
 usage: [--listen ADDR] [--provider-url URL | --kubernetes [--all-namespaces]
        [--label-selector SELECTOR] [--endpoint-template URL]] [--namespace NS]
-       [--deadline DURATION] [--function-startup DURATION] [--upstream ADDR]
-       [--without-scale-from-zero]
+       [--deadline DURATION] [--function-startup DURATION] [--scale-to-zero-after DURATION]
+       [--drain-budget DURATION] [--upstream ADDR] [--without-scale-from-zero]
 
   --listen ADDR              address to serve on (default 127.0.0.1:8080)
   --provider-url URL         an OpenFaaS provider (faas-netes, faasd) instead of the embedded
@@ -54,6 +55,12 @@ usage: [--listen ADDR] [--provider-url URL | --kubernetes [--all-namespaces]
   --deadline DURATION        readiness deadline, e.g. 30s or 500ms (default 60s)
   --function-startup DURATION
                              start-up delay of the bundled hello-world function (default 0)
+  --scale-to-zero-after DURATION
+                             scale idle functions to zero: the bundled function after this
+                             long without a request in flight (platform functions that opt in
+                             without a period of their own too); default off
+  --drain-budget DURATION    on SIGTERM or Ctrl-C, how long requests waiting for a cold start
+                             may still wait before they are answered 503 (default 30s)
   --upstream ADDR            for benchmarks: every function is already running at ADDR
   --without-scale-from-zero  for benchmarks: the same gateway without the layer";
 
@@ -65,6 +72,8 @@ pub struct Options {
     pub namespace: String,
     pub deadline: Duration,
     pub function_startup: Duration,
+    pub scale_to_zero_after: Option<Duration>,
+    pub drain_budget: Duration,
     pub upstream: Option<SocketAddr>,
     pub without_layer: bool,
     pub kubernetes: Option<KubernetesOptions>,
@@ -85,6 +94,8 @@ impl Options {
         let mut provider_url = None;
         let mut namespace = None;
         let mut deadline = Duration::from_secs(60);
+        let mut scale_to_zero_after = None;
+        let mut drain_budget = Duration::from_secs(30);
         let mut function_startup = Duration::ZERO;
         let mut upstream = None;
         let mut without_layer = false;
@@ -129,6 +140,14 @@ impl Options {
                 "--label-selector" => label_selector = Some(value()?),
                 "--endpoint-template" => endpoint_template = Some(value()?),
                 "--deadline" => deadline = parse_duration(&flag, &value()?)?,
+                "--scale-to-zero-after" => {
+                    let after = parse_duration(&flag, &value()?)?;
+                    if after.is_zero() {
+                        return Err("--scale-to-zero-after must be greater than zero".into());
+                    }
+                    scale_to_zero_after = Some(after);
+                }
+                "--drain-budget" => drain_budget = parse_duration(&flag, &value()?)?,
                 "--function-startup" => function_startup = parse_duration(&flag, &value()?)?,
                 "--upstream" => {
                     let addr = value()?;
@@ -183,6 +202,8 @@ impl Options {
             namespace,
             deadline,
             function_startup,
+            scale_to_zero_after,
+            drain_budget,
             upstream,
             without_layer,
             kubernetes,
@@ -230,17 +251,24 @@ pub struct Gateway {
     pub extractor: OpenFaasPath,
     pub proxy: Proxy,
     pub deadline: Duration,
+    pub drain_budget: Duration,
     pub with_layer: bool,
+    /// What `/metrics` renders, once a Prometheus recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// The bundled function's command: this very binary, in function mode.
-pub fn bundled_function(startup: Duration) -> ProcessSpec {
+pub fn bundled_function(startup: Duration, scale_to_zero_after: Option<Duration>) -> ProcessSpec {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    ProcessSpec::new(exe)
+    let spec = ProcessSpec::new(exe)
         .arg("--serve-function")
         .arg("hello-world")
         .arg("--startup-ms")
-        .arg(startup.as_millis().to_string())
+        .arg(startup.as_millis().to_string());
+    match scale_to_zero_after {
+        Some(after) => spec.scale_to_zero_after(after),
+        None => spec,
+    }
 }
 
 impl Gateway {
@@ -250,7 +278,10 @@ impl Gateway {
         if let Some(kubernetes) = &options.kubernetes {
             return Self::kubernetes(options, kubernetes).await;
         }
-        let functions = [("hello-world", bundled_function(options.function_startup))];
+        let functions = [(
+            "hello-world",
+            bundled_function(options.function_startup, options.scale_to_zero_after),
+        )];
         match (&options.provider_url, options.upstream) {
             (Some(url), _) => Self::openfaas(options, url),
             (None, Some(addr)) => {
@@ -338,6 +369,8 @@ impl Gateway {
             extractor: OpenFaasPath::new().default_namespace(options.namespace.clone()),
             proxy: Proxy::new(),
             deadline: options.deadline,
+            drain_budget: options.drain_budget,
+            metrics: None,
             with_layer: !options.without_layer,
         }
     }
@@ -456,8 +489,24 @@ pub async fn start(
     (options, Arc::new(gateway), listener)
 }
 
-/// Resolves on Ctrl-C or SIGTERM: a graceful stop drops the provider, which stops the
-/// function processes.
+/// Resolves on Ctrl-C or SIGTERM, having started the drain: no new cold starts, requests
+/// waiting for one get up to the drain budget, then 503. The server's graceful shutdown
+/// (stop accepting, finish what is in flight) runs alongside; dropping the provider at the end
+/// stops the function processes.
+pub async fn shutdown_signal_and_drain(gateway: Arc<Gateway>) {
+    shutdown_signal().await;
+    let budget = gateway.drain_budget;
+    tokio::spawn(async move {
+        let drained = gateway.scaler.drain(budget).await;
+        tracing::info!(
+            took_ms = drained.took.as_millis() as u64,
+            cut_short = drained.cut_short,
+            "drained"
+        );
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -484,7 +533,49 @@ impl ServiceQuery for AlwaysRunning {
 }
 
 fn config(options: &Options) -> ScalingConfig {
-    ScalingConfig::default().readiness_deadline(options.deadline)
+    let config = ScalingConfig::default().readiness_deadline(options.deadline);
+    match options.scale_to_zero_after {
+        None => config,
+        Some(after) => config
+            .scale_to_zero(true)
+            .idle_period(after)
+            // Down within a tenth of the idle period after it (at most 10 s).
+            .idle_check_interval(
+                (after / 10).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+            ),
+    }
+}
+
+/// Installs the Prometheus recorder (once per process) and returns what renders it.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(&seconds)
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub fn metrics_response(gateway: &Gateway) -> Response<ProxyBody> {
+    match &gateway.metrics {
+        Some(handle) => {
+            let mut response = Response::new(full(handle.render()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        None => text(StatusCode::NOT_FOUND, "metrics are not enabled\n"),
+    }
 }
 
 /// A small text response.

@@ -2,7 +2,9 @@
 //! middleware works in front of faas-netes or faasd.
 //!
 //! - `GET {base}/system/function/{name}?namespace={ns}` reads the replica state;
-//!   `replicas` / `availableReplicas` are omitted when 0. Min and max come from the labels
+//!   `replicas` / `availableReplicas` are omitted when 0. Scale to zero comes from the labels
+//!   `com.openfaas.scale.zero=true` and `com.openfaas.scale.zero-duration` (e.g. `15m`). Min
+//!   and max come from the labels
 //!   `com.openfaas.scale.min` / `com.openfaas.scale.max`.
 //! - `POST {base}/system/scale-function/{name}?namespace={ns}` with
 //!   `{"serviceName", "namespace", "replicas"}` scales; 200 and 202 are success.
@@ -40,6 +42,8 @@ use crate::{FunctionId, QueryError, ServiceQuery, ServiceQueryResponse};
 
 const MIN_LABEL: &str = "com.openfaas.scale.min";
 const MAX_LABEL: &str = "com.openfaas.scale.max";
+const ZERO_LABEL: &str = "com.openfaas.scale.zero";
+const ZERO_DURATION_LABEL: &str = "com.openfaas.scale.zero-duration";
 /// Bodies larger than this are not read: a function status is a few hundred bytes.
 const MAX_BODY: usize = 1 << 20;
 const EXCERPT: usize = 200;
@@ -255,6 +259,11 @@ impl FunctionStatus {
         )
         .min_replicas(label(MIN_LABEL, defaults.min_replicas))
         .max_replicas(label(MAX_LABEL, defaults.max_replicas))
+        .scale_to_zero(crate::providers::idle_policy(
+            function.name(),
+            labels.get(ZERO_LABEL).map(String::as_str),
+            labels.get(ZERO_DURATION_LABEL).map(String::as_str),
+        ))
     }
 }
 

@@ -42,7 +42,9 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::{FunctionId, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse};
+use crate::{
+    FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse,
+};
 
 /// How to run one function.
 #[derive(Clone, Debug)]
@@ -51,6 +53,7 @@ pub struct ProcessSpec {
     args: Vec<Arg>,
     env: Vec<(OsString, OsString)>,
     http_probe: Option<String>,
+    scale_to_zero: IdlePolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -67,7 +70,15 @@ impl ProcessSpec {
             args: Vec::new(),
             env: Vec::new(),
             http_probe: None,
+            scale_to_zero: IdlePolicy::Never,
         }
+    }
+
+    /// Stops the process after `idle` without a request in flight (when the scaler has scale
+    /// to zero on); the next request starts it again.
+    pub fn scale_to_zero_after(mut self, idle: Duration) -> Self {
+        self.scale_to_zero = IdlePolicy::After(idle);
+        self
     }
 
     /// Adds an argument.
@@ -200,7 +211,7 @@ impl ProcessProvider {
             spec.http_probe.clone(),
             Arc::clone(&phase),
             stopped,
-            notifier,
+            notifier.map(|n| (n, spec.scale_to_zero)),
         ));
         Ok(Run {
             addr,
@@ -224,14 +235,18 @@ impl ServiceQuery for ProcessProvider {
             .run
             .as_ref()
             .map(|run| run.phase.lock().unwrap().clone());
+        let policy = slot.spec.scale_to_zero;
+        let state = |desired, available| {
+            Ok(ServiceQueryResponse::new(desired, available).scale_to_zero(policy))
+        };
         match phase {
-            None => Ok(ServiceQueryResponse::new(0, 0)),
-            Some(Phase::Starting) => Ok(ServiceQueryResponse::new(1, 0)),
-            Some(Phase::Ready) => Ok(ServiceQueryResponse::new(1, 1)),
+            None => state(0, 0),
+            Some(Phase::Starting) => state(1, 0),
+            Some(Phase::Ready) => state(1, 1),
             Some(Phase::Exited { status, was_ready }) => {
                 slot.run = None;
                 if was_ready {
-                    Ok(ServiceQueryResponse::new(0, 0))
+                    state(0, 0)
                 } else {
                     Err(QueryError::provider(format!(
                         "the process for {function} exited during start-up ({status})"
@@ -282,7 +297,7 @@ async fn supervise(
     http_probe: Option<String>,
     phase: Arc<Mutex<Phase>>,
     mut stop: oneshot::Receiver<()>,
-    notifier: Option<ReadinessNotifier>,
+    notifier: Option<(ReadinessNotifier, IdlePolicy)>,
 ) {
     let _lifeline = child.stdin.take();
     let mut ready = false;
@@ -305,8 +320,9 @@ async fn supervise(
                 if probe(addr, http_probe.as_deref()).await {
                     ready = true;
                     *phase.lock().unwrap() = Phase::Ready;
-                    if let Some(notifier) = &notifier {
-                        notifier.notify(&id, ServiceQueryResponse::new(1, 1));
+                    if let Some((notifier, policy)) = &notifier {
+                        let state = ServiceQueryResponse::new(1, 1).scale_to_zero(*policy);
+                        notifier.notify(&id, state);
                     }
                 }
             }
