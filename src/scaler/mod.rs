@@ -401,6 +401,17 @@ impl FunctionScaler {
             .map_or(0, |activity| activity.in_flight())
     }
 
+    /// One look for idle functions, as the reaper makes every `idle_check_interval`, without
+    /// scaling anything down: how many are due. For benchmarks of the reaper's cost.
+    #[doc(hidden)]
+    pub fn idle_scan(&self) -> usize {
+        let default = self.inner.config.get_idle_period();
+        self.inner
+            .activities
+            .as_ref()
+            .map_or(0, |activities| activities.due(default, default).len())
+    }
+
     /// The number of flights under way (cold starts, and refreshes of expired entries).
     pub fn flights(&self) -> usize {
         self.inner.flights.len()
