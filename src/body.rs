@@ -17,9 +17,6 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
-        // Scale to zero on: the request counts as in flight until this body has ended or is
-        // dropped (streams, long polls and upgraded connections included).
-        guard: Option<ActivityGuard>,
     }
 }
 
@@ -28,15 +25,27 @@ pin_project! {
     #[derive(Debug)]
     enum Kind<B> {
         Inner { #[pin] body: B },
+        // Scale to zero on: the request counts as in flight until this body has ended or is
+        // dropped (streams, long polls and upgraded connections included). A variant of its
+        // own, so that bodies without it are no larger.
+        Tracked { #[pin] body: B, guard: Option<ActivityGuard> },
         Full { data: Option<Bytes> },
     }
 }
 
 impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B, guard: Option<ActivityGuard>) -> Self {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: Kind::Inner { body },
-            guard,
+        }
+    }
+
+    pub(crate) fn tracked(body: B, guard: ActivityGuard) -> Self {
+        Self {
+            kind: Kind::Tracked {
+                body,
+                guard: Some(guard),
+            },
         }
     }
 
@@ -44,7 +53,6 @@ impl<B> ResponseBody<B> {
         let data = (!data.is_empty()).then_some(data);
         Self {
             kind: Kind::Full { data },
-            guard: None,
         }
     }
 }
@@ -67,13 +75,13 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        match this.kind.project() {
-            KindProj::Inner { body } => {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Tracked { body, guard } => {
                 let frame = body.poll_frame(cx);
                 if let Poll::Ready(None) = frame {
                     // Ended: the request is no longer in flight.
-                    this.guard.take();
+                    guard.take();
                 }
                 frame
             }
@@ -83,14 +91,14 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body } | Kind::Tracked { body, .. } => body.is_end_stream(),
             Kind::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body } | Kind::Tracked { body, .. } => body.size_hint(),
             Kind::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -26,6 +26,12 @@ pub trait FunctionCacher: Send + Sync + 'static {
     /// Forgets `function`.
     fn invalidate(&self, function: FunctionRef<'_>);
 
+    /// Whether a fresh, ready state of `function` is cached: the warm path's question.
+    /// The default asks [`get`](Self::get); a cacher can answer without copying the state.
+    fn is_ready(&self, function: FunctionRef<'_>) -> bool {
+        self.get(function).is_some_and(|state| state.is_ready())
+    }
+
     /// How many entries the cacher holds, if it counts them. The default says `None`.
     fn entry_count(&self) -> Option<usize> {
         None
@@ -43,6 +49,10 @@ impl<T: FunctionCacher + ?Sized> FunctionCacher for std::sync::Arc<T> {
 
     fn invalidate(&self, function: FunctionRef<'_>) {
         (**self).invalidate(function);
+    }
+
+    fn is_ready(&self, function: FunctionRef<'_>) -> bool {
+        (**self).is_ready(function)
     }
 
     fn entry_count(&self) -> Option<usize> {
@@ -92,6 +102,10 @@ impl fmt::Debug for TtlCache {
 impl FunctionCacher for TtlCache {
     fn get(&self, function: FunctionRef<'_>) -> Option<ServiceQueryResponse> {
         self.map.get(function)
+    }
+
+    fn is_ready(&self, function: FunctionRef<'_>) -> bool {
+        self.map.test(function, ServiceQueryResponse::is_ready)
     }
 
     fn set(&self, function: &FunctionId, state: ServiceQueryResponse) {
@@ -147,6 +161,16 @@ impl<V: Clone> TtlMap<V> {
         let entry = self.entries.get(&function as &dyn Key)?;
         let (expires, value) = entry.value();
         (Instant::now() < *expires).then(|| value.clone())
+    }
+
+    /// Whether a fresh entry for `function` passes `test`, without copying it.
+    pub(crate) fn test(&self, function: FunctionRef<'_>, test: impl FnOnce(&V) -> bool) -> bool {
+        self.entries
+            .get(&function as &dyn Key)
+            .is_some_and(|entry| {
+                let (expires, value) = entry.value();
+                Instant::now() < *expires && test(value)
+            })
     }
 
     pub(crate) fn insert(&self, function: &FunctionId, value: V) {

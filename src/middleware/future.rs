@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use crate::activity::ActivityGuard;
@@ -23,11 +23,6 @@ pin_project! {
     {
         #[pin]
         state: State<F>,
-        // The request's place among its function's requests in flight (scale to zero on):
-        // handed to the response body, which keeps it until it has ended or is dropped.
-        guard: Option<ActivityGuard>,
-        // The cold-start header to add, if asked for (rare: boxed).
-        header: Option<Box<(HeaderName, HeaderValue)>>,
     }
 }
 
@@ -38,6 +33,10 @@ pin_project! {
         F: Future,
     {
         Call { #[pin] future: F },
+        // Scale to zero on: the request's place among its function's requests in flight,
+        // handed to the response body, which keeps it until it has ended or is dropped. A
+        // variant of its own, so that untracked futures are no larger.
+        Tracked { #[pin] future: F, guard: Option<ActivityGuard> },
         Cold { future: BoxFuture<Cold<F>> },
         // Boxed: error responses are rare, and inline they would make every warm future larger.
         Respond { response: Option<Box<Response<Bytes>>> },
@@ -46,13 +45,11 @@ pin_project! {
 
 /// How a cold wait ends.
 pub(super) enum Cold<F: Future> {
-    /// The function is ready and the inner service was called: the call, the request's
-    /// activity guard, and a cold-start header to add.
-    Call(
-        F,
-        Option<ActivityGuard>,
-        Option<Box<(HeaderName, HeaderValue)>>,
-    ),
+    /// The function is ready and the inner service was called: the call, and the request's
+    /// activity guard.
+    Call(F, Option<ActivityGuard>),
+    /// The inner service answered already (the cold path awaited it, to add a header).
+    Answered(F::Output, Option<ActivityGuard>),
     /// The middleware answers itself.
     Respond(Response<Bytes>),
     /// The inner service failed to become ready.
@@ -61,18 +58,19 @@ pub(super) enum Cold<F: Future> {
 
 impl<F: Future> ResponseFuture<F> {
     pub(super) fn call(future: F, guard: Option<ActivityGuard>) -> Self {
-        Self {
-            state: State::Call { future },
-            guard,
-            header: None,
-        }
+        let state = match guard {
+            None => State::Call { future },
+            Some(guard) => State::Tracked {
+                future,
+                guard: Some(guard),
+            },
+        };
+        Self { state }
     }
 
     pub(super) fn cold(future: BoxFuture<Cold<F>>) -> Self {
         Self {
             state: State::Cold { future },
-            guard: None,
-            header: None,
         }
     }
 
@@ -81,8 +79,6 @@ impl<F: Future> ResponseFuture<F> {
             state: State::Respond {
                 response: Some(Box::new(response)),
             },
-            guard: None,
-            header: None,
         }
     }
 }
@@ -96,33 +92,35 @@ where
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let this = self.as_mut().project();
-            let mut state = this.state;
+            let mut state = self.as_mut().project().state;
             match state.as_mut().project() {
                 StateProj::Call { future } => {
                     let out = ready!(future.poll(cx));
-                    let guard = this.guard.take();
-                    let header = this.header.take();
-                    return Poll::Ready(out.map(|mut response| {
-                        if let Some(header) = header {
-                            let (name, value) = *header;
-                            response.headers_mut().insert(name, value);
-                        }
-                        response.map(|body| ResponseBody::inner(body, guard))
-                    }));
+                    return Poll::Ready(out.map(|r| r.map(ResponseBody::inner)));
+                }
+                StateProj::Tracked { future, guard } => {
+                    let out = ready!(future.poll(cx));
+                    let guard = guard.take().expect("polled after completion");
+                    return Poll::Ready(out.map(|r| r.map(|b| ResponseBody::tracked(b, guard))));
                 }
                 StateProj::Cold { future } => match ready!(future.as_mut().poll(cx)) {
-                    Cold::Call(future, guard, header) => {
-                        *this.guard = guard;
-                        *this.header = header;
-                        state.set(State::Call { future });
+                    Cold::Call(future, None) => state.set(State::Call { future }),
+                    Cold::Call(future, Some(guard)) => state.set(State::Tracked {
+                        future,
+                        guard: Some(guard),
+                    }),
+                    Cold::Answered(out, guard) => {
+                        return Poll::Ready(out.map(|r| {
+                            r.map(|b| match guard {
+                                Some(guard) => ResponseBody::tracked(b, guard),
+                                None => ResponseBody::inner(b),
+                            })
+                        }))
                     }
                     Cold::Respond(response) => {
                         return Poll::Ready(Ok(response.map(ResponseBody::full)))
                     }
-                    Cold::Fail(out) => {
-                        return Poll::Ready(out.map(|r| r.map(|b| ResponseBody::inner(b, None))))
-                    }
+                    Cold::Fail(out) => return Poll::Ready(out.map(|r| r.map(ResponseBody::inner))),
                 },
                 StateProj::Respond { response } => {
                     let response = response.take().expect("polled after completion");
@@ -137,6 +135,7 @@ impl<F: Future> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Call { .. } => "call",
+            State::Tracked { .. } => "call (tracked)",
             State::Cold { .. } => "cold",
             State::Respond { .. } => "respond",
         };

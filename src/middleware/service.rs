@@ -169,18 +169,23 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                     if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
                         req.extensions_mut().insert(ColdStart::new(waited));
                     }
-                    let header =
-                        shared
-                            .cold_start_header
-                            .as_ref()
-                            .zip(waited)
-                            .map(|(name, waited)| {
+                    let header = shared.cold_start_header.as_ref().zip(waited);
+                    let inner = match inner.ready().await {
+                        Ok(inner) => inner,
+                        Err(err) => return Cold::Fail(Err(err)),
+                    };
+                    match header {
+                        None => Cold::Call(inner.call(req), guard),
+                        // The rare case: answered here, so the header can go on the response
+                        // without making every warm future larger.
+                        Some((name, waited)) => {
+                            let mut out = inner.call(req).await;
+                            if let Ok(response) = &mut out {
                                 let ms = http::HeaderValue::from(waited.as_millis() as u64);
-                                Box::new((name.clone(), ms))
-                            });
-                    match inner.ready().await {
-                        Ok(inner) => Cold::Call(inner.call(req), guard, header),
-                        Err(err) => Cold::Fail(Err(err)),
+                                response.headers_mut().insert(name.clone(), ms);
+                            }
+                            Cold::Answered(out, guard)
+                        }
                     }
                 }
                 Err(err) => Cold::Respond(respond(&shared.responder, err)),

@@ -283,20 +283,19 @@ impl FunctionScaler {
 
     /// Whether the cache holds a fresh, ready state for `function`: the warm path.
     pub fn is_warm(&self, function: FunctionRef<'_>) -> bool {
-        self.inner
-            .cache
-            .get(function)
-            .is_some_and(|state| state.is_ready())
+        self.inner.cache.is_ready(function)
     }
 
     /// The warm path: `None` if `function` is not warm (or is being scaled to zero); else,
     /// with scale to zero on, the request's place among the function's requests in flight.
     #[inline]
     pub(crate) fn warm(&self, function: FunctionRef<'_>) -> Option<Option<ActivityGuard>> {
-        let state = self.inner.cache.get(function).filter(|s| s.is_ready())?;
         match &self.inner.activities {
-            None => Some(None),
-            Some(activities) => self.enter(activities, function, &state).map(Some),
+            None => self.is_warm(function).then_some(None),
+            Some(activities) => {
+                let state = self.inner.cache.get(function).filter(|s| s.is_ready())?;
+                self.enter(activities, function, &state).map(Some)
+            }
         }
     }
 
