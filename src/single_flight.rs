@@ -219,7 +219,7 @@ where
                     return Err(Full(()));
                 }
                 slot.callers += 1;
-                (slot.id, slot.result.clone())
+                (slot.id, slot.result.clone(), true)
             }
             entry => {
                 if join && max_callers == 0 {
@@ -271,14 +271,14 @@ where
                         vacant.insert(slot);
                     }
                 }
-                (id, result)
+                (id, result, false)
             }
         };
         drop(dead);
         if !join {
             return Ok(Started::Detached);
         }
-        let (id, result) = joined;
+        let (id, result, joined_existing) = joined;
         Ok(Started::Caller(Flight {
             result,
             guard: Caller {
@@ -286,6 +286,7 @@ where
                 key,
                 id,
                 finished: false,
+                joined_existing,
             },
         }))
     }
@@ -364,6 +365,11 @@ pub struct Flight<K: Hash + Eq, V, S = ()> {
 }
 
 impl<K: Hash + Eq, V, S> Flight<K, V, S> {
+    /// Whether this caller joined a flight already under way (rather than starting it).
+    pub fn joined_existing(&self) -> bool {
+        self.guard.joined_existing
+    }
+
     /// The flight's shared state, while the flight is under way (`None` once it has ended).
     /// A look-up, not a field: callers that do not need the state pay nothing for it.
     pub fn state(&self) -> Option<Arc<S>> {
@@ -465,6 +471,7 @@ struct Caller<K: Hash + Eq, V, S> {
     key: K,
     id: u64,
     finished: bool,
+    joined_existing: bool,
 }
 
 impl<K: Hash + Eq, V, S> Drop for Caller<K, V, S> {

@@ -37,6 +37,8 @@ pin_project! {
         // handed to the response body, which keeps it until it has ended or is dropped. A
         // variant of its own, so that untracked futures are no larger.
         Tracked { #[pin] future: F, guard: Option<ActivityGuard> },
+        // A cold start whose response gets a header: the call wrapped and boxed.
+        Marked { future: BoxFuture<F::Output>, guard: Option<ActivityGuard> },
         Cold { future: BoxFuture<Cold<F>> },
         // Boxed: error responses are rare, and inline they would make every warm future larger.
         Respond { response: Option<Box<Response<Bytes>>> },
@@ -48,8 +50,8 @@ pub(super) enum Cold<F: Future> {
     /// The function is ready and the inner service was called: the call, and the request's
     /// activity guard.
     Call(F, Option<ActivityGuard>),
-    /// The inner service answered already (the cold path awaited it, to add a header).
-    Answered(F::Output, Option<ActivityGuard>),
+    /// The inner service was called, and its response gets a cold-start header (rare: boxed).
+    Marked(BoxFuture<F::Output>, Option<ActivityGuard>),
     /// The middleware answers itself.
     Respond(Response<Bytes>),
     /// The inner service failed to become ready.
@@ -103,20 +105,23 @@ where
                     let guard = guard.take().expect("polled after completion");
                     return Poll::Ready(out.map(|r| r.map(|b| ResponseBody::tracked(b, guard))));
                 }
+                StateProj::Marked { future, guard } => {
+                    let out = ready!(future.as_mut().poll(cx));
+                    let guard = guard.take();
+                    return Poll::Ready(out.map(|r| {
+                        r.map(|b| match guard {
+                            Some(guard) => ResponseBody::tracked(b, guard),
+                            None => ResponseBody::inner(b),
+                        })
+                    }));
+                }
                 StateProj::Cold { future } => match ready!(future.as_mut().poll(cx)) {
                     Cold::Call(future, None) => state.set(State::Call { future }),
                     Cold::Call(future, Some(guard)) => state.set(State::Tracked {
                         future,
                         guard: Some(guard),
                     }),
-                    Cold::Answered(out, guard) => {
-                        return Poll::Ready(out.map(|r| {
-                            r.map(|b| match guard {
-                                Some(guard) => ResponseBody::tracked(b, guard),
-                                None => ResponseBody::inner(b),
-                            })
-                        }))
-                    }
+                    Cold::Marked(future, guard) => state.set(State::Marked { future, guard }),
                     Cold::Respond(response) => {
                         return Poll::Ready(Ok(response.map(ResponseBody::full)))
                     }
@@ -136,6 +141,7 @@ impl<F: Future> fmt::Debug for ResponseFuture<F> {
         let state = match &self.state {
             State::Call { .. } => "call",
             State::Tracked { .. } => "call (tracked)",
+            State::Marked { .. } => "call (cold-start header)",
             State::Cold { .. } => "cold",
             State::Respond { .. } => "respond",
         };

@@ -162,29 +162,42 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         ResponseFuture::cold(Box::pin(async move {
-            match shared.scaler.ready_tracked(&function).await {
-                Ok((released, guard)) => {
+            match shared.scaler.ready(&function).await {
+                Ok(released) => {
                     let mut req = req;
-                    let waited = released.cold_since.map(|since| since.elapsed());
-                    if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
-                        req.extensions_mut().insert(ColdStart::new(waited));
-                    }
-                    let header = shared.cold_start_header.as_ref().zip(waited);
+                    let guard = released.guard;
+                    // Only what the wait below needs is kept across it.
+                    let cold_since = released
+                        .cold_since
+                        .filter(|_| shared.mark_cold_starts || shared.cold_start_header.is_some());
                     let inner = match inner.ready().await {
                         Ok(inner) => inner,
                         Err(err) => return Cold::Fail(Err(err)),
                     };
+                    // A clock read only when someone wants to know.
+                    let waited = cold_since.map(|since| since.elapsed());
+                    if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
+                        req.extensions_mut().insert(ColdStart::new(waited));
+                    }
+                    let header = shared.cold_start_header.as_ref().zip(waited);
                     match header {
                         None => Cold::Call(inner.call(req), guard),
-                        // The rare case: answered here, so the header can go on the response
-                        // without making every warm future larger.
+                        // The rare case: the call is wrapped (and boxed) to add the header,
+                        // so that neither warm futures nor this one grow for it.
                         Some((name, waited)) => {
-                            let mut out = inner.call(req).await;
-                            if let Ok(response) = &mut out {
-                                let ms = http::HeaderValue::from(waited.as_millis() as u64);
-                                response.headers_mut().insert(name.clone(), ms);
-                            }
-                            Cold::Answered(out, guard)
+                            let name = name.clone();
+                            let call = inner.call(req);
+                            Cold::Marked(
+                                Box::pin(async move {
+                                    let mut out = call.await;
+                                    if let Ok(response) = &mut out {
+                                        let ms = http::HeaderValue::from(waited.as_millis() as u64);
+                                        response.headers_mut().insert(name, ms);
+                                    }
+                                    out
+                                }),
+                                guard,
+                            )
                         }
                     }
                 }

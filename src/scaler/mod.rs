@@ -299,35 +299,6 @@ impl FunctionScaler {
         }
     }
 
-    /// [`ready`](Self::ready), then the request's place among the function's requests in
-    /// flight (scale to zero on). A scale-down that starts between the two sends the request
-    /// back to wait for a fresh scale-up.
-    pub(crate) async fn ready_tracked(
-        &self,
-        function: &FunctionId,
-    ) -> Result<(Released, Option<ActivityGuard>), ScaleError> {
-        // A scale-down can start between a release and the request's entry only if the idle
-        // period is shorter than a cold start; a few rounds are plenty, and never a spin.
-        for _ in 0..3 {
-            let released = self.ready(function).await?;
-            let Some(activities) = &self.inner.activities else {
-                return Ok((released, None));
-            };
-            if let Some(guard) = self.enter(activities, function.as_function_ref(), &released.state)
-            {
-                return Ok((released, Some(guard)));
-            }
-            // Scaled down since: whatever the cache says is from before. The next `ready`
-            // joins the scale-down's flight.
-            self.inner.cache.invalidate(function.as_function_ref());
-            tokio::task::yield_now().await;
-        }
-        Err(ScaleError::interrupted(
-            function.clone(),
-            self.inner.config.get_retry_after(),
-        ))
-    }
-
     #[cold]
     fn enter(
         &self,
@@ -493,10 +464,27 @@ impl FunctionScaler {
         {
             let key = function.as_function_ref();
             if let Some(state) = self.inner.cache.get(key).filter(|s| s.is_ready()) {
-                return Ok(Released {
-                    state,
-                    cold_since: None,
-                });
+                match &self.inner.activities {
+                    None => {
+                        return Ok(Released {
+                            state,
+                            cold_since: None,
+                            guard: None,
+                        })
+                    }
+                    Some(activities) => match self.enter(activities, key, &state) {
+                        Some(guard) => {
+                            return Ok(Released {
+                                state,
+                                cold_since: None,
+                                guard: Some(guard),
+                            })
+                        }
+                        // Being scaled to zero: the cache is from before; wait for a fresh
+                        // scale-up through the flight.
+                        None => self.inner.cache.invalidate(key),
+                    },
+                }
             }
             if self.inner.not_found.get(key).is_some() {
                 return Err(ScaleError::not_found(function.clone()));
@@ -512,6 +500,7 @@ impl FunctionScaler {
         let config = &inner.config;
         let arrival = Instant::now();
         let mut healed = false;
+        let mut scaled_down_meanwhile = 0;
         loop {
             let joined = {
                 // In a block: moved into the flight, they must not keep room in this future.
@@ -534,10 +523,13 @@ impl FunctionScaler {
                     config.get_retry_after(),
                 )
             })?;
-            if let Some(state) = flight.state() {
-                tracing::Span::current().follows_from(state.span(function));
-                if inner.flights.callers(function) > 1 {
-                    crate::telemetry::coalesced_join();
+            if flight.joined_existing() {
+                crate::telemetry::coalesced_join();
+            }
+            let current = tracing::Span::current();
+            if !current.is_disabled() {
+                if let Some(state) = flight.state() {
+                    current.follows_from(state.span(function));
                 }
             }
             // Polled in place (no nested future): this state lives in every held request.
@@ -562,12 +554,37 @@ impl FunctionScaler {
                 // A flight that scaled the function to zero just as this request joined:
                 // wait for a fresh one, which scales it up again.
                 Waited::Done(Ok(Ok(ready))) if !ready.state.is_ready() => {}
-                Waited::Done(Ok(outcome)) => {
-                    return outcome.map(|ready| Released {
+                Waited::Done(Ok(Ok(ready))) => {
+                    let guard = match &inner.activities {
+                        None => None,
+                        Some(activities) => {
+                            let key = function.as_function_ref();
+                            match self.enter(activities, key, &ready.state) {
+                                Some(guard) => Some(guard),
+                                // A scale-down began since the release (only possible with an
+                                // idle period shorter than a cold start): whatever says ready
+                                // is from before; wait for a fresh scale-up, a few times.
+                                None if scaled_down_meanwhile < 3 => {
+                                    scaled_down_meanwhile += 1;
+                                    inner.cache.invalidate(key);
+                                    continue;
+                                }
+                                None => {
+                                    return Err(ScaleError::interrupted(
+                                        function.clone(),
+                                        config.get_retry_after(),
+                                    ))
+                                }
+                            }
+                        }
+                    };
+                    return Ok(Released {
                         state: ready.state,
                         cold_since: ready.cold.then_some(arrival),
-                    })
+                        guard,
+                    });
                 }
+                Waited::Done(Ok(Err(err))) => return Err(err),
                 Waited::Done(Err(FlightError::Panicked)) => {
                     return Err(ScaleError::panicked(function.clone()))
                 }
@@ -604,6 +621,8 @@ pub(crate) struct Released {
     pub(crate) state: ServiceQueryResponse,
     /// When the request arrived, if it waited for a cold start.
     pub(crate) cold_since: Option<Instant>,
+    /// With scale to zero on, the request's place among the function's requests in flight.
+    pub(crate) guard: Option<ActivityGuard>,
 }
 
 impl fmt::Debug for FunctionScaler {
