@@ -410,6 +410,9 @@ async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) 
         assert!(Instant::now() < up, "the gateway never listened");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // The example serves its metrics.
+    let (status, text) = get(&client, format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200, "{text}");
     let requests: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();

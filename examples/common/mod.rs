@@ -470,12 +470,13 @@ pub async fn start(
         eprintln!("{message}");
         std::process::exit(2)
     });
-    let gateway = Gateway::from_options(&options)
+    let mut gateway = Gateway::from_options(&options)
         .await
         .unwrap_or_else(|message| {
             eprintln!("error: {message}");
             std::process::exit(2)
         });
+    gateway.metrics = Some(metrics());
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .unwrap_or_else(|e| {
