@@ -293,3 +293,21 @@ async fn two_gateways_one_idle_one_busy_never_scale_the_function_down() {
     assert!(provider.scale_downs() >= 1);
     assert_eq!(provider.desired_replicas(&f), Some(0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reaper_stops_with_its_scaler() {
+    let gw = Streams::new(config(), &[("echo", idle_after(secs(60)))]);
+    let (_, body) = gw.open("echo").await; // starts the reaper
+    drop(body);
+    let provider = Arc::clone(&gw.provider);
+    drop(gw);
+    // Nothing keeps the scaler (and through it the provider) alive: not the reaper.
+    tokio::task::yield_now().await;
+    assert_eq!(Arc::strong_count(&provider), 1);
+    sleep(secs(3600)).await;
+    assert_eq!(
+        provider.scale_downs(),
+        0,
+        "no reaper left to scale anything down"
+    );
+}
