@@ -102,7 +102,8 @@ pub struct ServiceQueryResponse {
     /// The function's maximum (e.g. the label `com.openfaas.scale.max`); default unbounded.
     pub max_replicas: u64,
     /// Whether the function opted in to scale to zero, and after how long idle; default
-    /// [`IdlePolicy::Never`].
+    /// [`IdlePolicy::Never`]. Report it in every state, pushed ones included: the scaler
+    /// goes by the latest state it saw.
     pub scale_to_zero: IdlePolicy,
 }
 
