@@ -552,6 +552,34 @@ async fn the_bundled_function_stops_when_idle_and_starts_again() {
     assert_eq!(provider.starts(), 2);
 }
 
+async fn dot_segments_after_the_function_name_are_refused_before_forwarding() {
+    let gateway = Arc::new(Gateway::local(
+        &options("dots"),
+        [("hello-world", function("hello-world", 0))],
+    ));
+    let addr = serve_axum(gateway).await;
+    let client = client();
+    for path in [
+        "/function/hello-world/../../system/functions",
+        "/function/hello-world/./x",
+        "/function/hello-world/%2e%2e/secret",
+        "/function/hello-world/a/%2E%2e",
+        "/function/hello-world/..",
+    ] {
+        let (status, body) = get(&client, format!("http://{addr}{path}")).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body.contains("segment"), "{path}: {body}");
+    }
+    // Dots inside a segment are fine.
+    let (status, body) = get(
+        &client,
+        format!("http://{addr}/function/hello-world/a..b/.well-known"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("path=/a..b/.well-known"), "{body}");
+}
+
 type Test = (
     &'static str,
     fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -583,7 +611,7 @@ fn main() {
         return;
     }
     // Streaming first: it reads the process's peak memory.
-    let tests: [Test; 12] = tests![
+    let tests: [Test; 13] = tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
@@ -596,6 +624,7 @@ fn main() {
         sigterm_answers_every_held_request_of_the_hyper_gateway,
         metrics_after_a_cold_start_are_served_at_slash_metrics,
         the_bundled_function_stops_when_idle_and_starts_again,
+        dot_segments_after_the_function_name_are_refused_before_forwarding,
     ];
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -397,6 +397,14 @@ impl Gateway {
             .find('/')
             .map_or(path.len(), |i| i + "/function/".len());
         let rest = &path[segment_end..];
+        // `.` and `..` (also percent-encoded) would let a client step out of the function's
+        // path on the upstream, with its credentials: refused before anything is forwarded.
+        if rest.split('/').any(is_dot_segment) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "path segments . and .. are not allowed after the function name\n",
+            );
+        }
         let query = req
             .uri()
             .query()
@@ -446,6 +454,12 @@ impl Gateway {
             Err(_) => text(StatusCode::BAD_REQUEST, "cannot build the upstream URL\n"),
         }
     }
+}
+
+/// `.` or `..`, written plainly or percent-encoded (`%2e`, `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+    decoded == "." || decoded == ".."
 }
 
 /// Both examples' `main`: function mode when asked for it, else `serve` on a Tokio runtime.
