@@ -245,11 +245,16 @@ impl Activity {
     }
 
     /// Whether this gateway should record activity in the store now (at most once per
-    /// `every`), claiming the recording if so.
-    pub(crate) fn claim_record(&self, now_ms: u64, every: Duration) -> bool {
+    /// `every`). Two loads: cheap enough for every tracked request.
+    pub(crate) fn record_due(&self, now_ms: u64, every: Duration) -> bool {
         let last = self.recorded.load(Ordering::Relaxed);
         let due = last == u64::MAX || now_ms.saturating_sub(last) >= every.as_millis() as u64;
-        due && !self.recording.swap(true, Ordering::AcqRel)
+        due && !self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Claims the recording that is due; `false` if another request claimed it first.
+    pub(crate) fn claim_record(&self) -> bool {
+        !self.recording.swap(true, Ordering::AcqRel)
     }
 
     pub(crate) fn recorded(&self, now_ms: u64, ok: bool) {
@@ -265,6 +270,12 @@ impl Activity {
 pub(crate) struct ActivityGuard {
     activity: Arc<Activity>,
     activities: Arc<Activities>,
+}
+
+impl ActivityGuard {
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
 }
 
 impl Drop for ActivityGuard {

@@ -15,10 +15,10 @@ mod faas_provider;
 #[allow(dead_code)]
 #[path = "../examples/hyper_gateway.rs"]
 mod hyper_gateway;
+#[path = "support/runner.rs"]
+mod runner;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -385,18 +385,10 @@ async fn gateway_options_are_checked_with_clear_messages() {
     assert_eq!(k8s.namespace, "default");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs an example gateway as a process of its own (this binary in gateway mode), sends it
 /// 100 requests held by a slow cold start, then SIGTERM: every client gets a response.
 async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) -> Vec<u16> {
-    let port = free_port();
+    let port = runner::free_port();
     let mut gateway = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--serve-gateway", example, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
@@ -580,17 +572,6 @@ async fn dot_segments_after_the_function_name_are_refused_before_forwarding() {
     assert!(body.contains("path=/a..b/.well-known"), "{body}");
 }
 
-type Test = (
-    &'static str,
-    fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
-);
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as fn() -> _)),*]
-    };
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if common::run_function_if_asked(&args) {
@@ -611,7 +592,7 @@ fn main() {
         return;
     }
     // Streaming first: it reads the process's peak memory.
-    let tests: [Test; 13] = tests![
+    let tests: [runner::Test; 13] = runner::tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
@@ -626,33 +607,8 @@ fn main() {
         the_bundled_function_stops_when_idle_and_starts_again,
         dot_segments_after_the_function_name_are_refused_before_forwarding,
     ];
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (mut passed, mut failed) = (0, 0);
-    println!("\nrunning {} tests", tests.len());
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let outcome = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(60), tokio::spawn(test())).await
-        });
-        match outcome {
-            Ok(Ok(())) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED");
-                failed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after 60 s)");
-                failed += 1;
-            }
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
+    let passed = runner::run(&runtime, &tests, Duration::from_secs(60));
     drop(runtime);
-    std::process::exit(i32::from(failed > 0));
+    std::process::exit(i32::from(!passed));
 }

@@ -13,6 +13,8 @@
 #[allow(dead_code)]
 #[path = "../examples/axum_gateway.rs"]
 mod axum_gateway;
+#[path = "support/runner.rs"]
+mod runner;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -39,6 +41,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Config, ResourceExt};
+use serde::Deserialize as _;
 use serde_json::json;
 use tower::{Service, ServiceExt};
 use tower_scale_from_zero::providers::KubernetesProvider;
@@ -850,8 +853,6 @@ fn manifests(gateway_ns: &str, functions_ns: &str) -> Vec<DynamicObject> {
     objects
 }
 
-use serde::Deserialize as _;
-
 async fn the_shipped_manifests_apply_and_their_role_suffices() {
     let admin = admin().await;
     let prefix = format!("m{}", std::process::id());
@@ -942,7 +943,7 @@ async fn the_shipped_manifests_apply_and_their_role_suffices() {
 async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function() {
     let admin = admin().await;
     let ns = namespace(&admin, "e2e").await;
-    let port = free_port();
+    let port = runner::free_port();
     deploy(&admin, &ns, "hello", 0, true, port).await;
     let writes = ScaleWrites::watch(&admin, &ns, "hello").await;
     let options = Options::parse(
@@ -1005,14 +1006,6 @@ async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("Hello from hello! path=/greet"), "{body}");
     assert_eq!(writes.counts(), vec![0, 1]);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn gateways_share_activity_and_a_concurrent_scale_up_beats_a_scale_down() {
@@ -1142,23 +1135,12 @@ async fn held_requests_survive_an_api_server_restart_and_410_gone() {
 
 // ---------------------------------------------------------------------------------------------
 
-type Test = (
-    &'static str,
-    fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
-);
-
-macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
-        [$((stringify!($name), (|| Box::pin($name()) as Pin<Box<dyn Future<Output = ()> + Send>>) as fn() -> _)),*]
-    };
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if common::run_function_if_asked(&args) {
         return;
     }
-    let tests: [Test; 13] = tests![
+    let tests: [runner::Test; 13] = runner::tests![
         a_cold_start_writes_the_scale_once_and_serves_when_an_endpoint_is_ready,
         a_thousand_concurrent_cold_requests_make_exactly_one_scale_write,
         unlabelled_and_missing_deployments_are_404_without_a_write,
@@ -1174,7 +1156,6 @@ fn main() {
         // Must stay last: it restarts the shared API server.
         held_requests_survive_an_api_server_restart_and_410_gone,
     ];
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let pushes = PUSHES.get_or_init(Mutex::default);
     let log = std::env::var("KUBE_TEST_LOG").ok().map(|level| {
         let level: tracing::Level = level.parse().expect("KUBE_TEST_LOG: a tracing level");
@@ -1190,39 +1171,10 @@ fn main() {
     // The gateway under test finds the server the way a user's would.
     std::env::set_var("KUBECONFIG", env.kubeconfig("admin"));
 
+    println!("\nthe kube-apiserver of these tests: {}", env.dir.display());
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (mut passed, mut failed) = (0, 0);
-    println!(
-        "\nrunning {} tests against the kube-apiserver in {}",
-        tests.len(),
-        env.dir.display()
-    );
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let started = Instant::now();
-        let outcome = runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(120), tokio::spawn(test())).await
-        });
-        let took = started.elapsed();
-        match outcome {
-            Ok(Ok(())) => {
-                println!("test {name} ... ok ({took:.1?})");
-                passed += 1;
-            }
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED ({took:.1?})");
-                failed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after 120 s)");
-                failed += 1;
-            }
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
+    let passed = runner::run(&runtime, &tests, Duration::from_secs(120));
     drop(runtime);
     drop(env);
-    std::process::exit(i32::from(failed > 0));
+    std::process::exit(i32::from(!passed));
 }

@@ -23,15 +23,19 @@ fn labels(key: &CompositeKey) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether `key` is metric `name` with every one of the `wanted` labels.
+fn matches(key: &CompositeKey, name: &str, wanted: &[(&str, &str)]) -> bool {
+    let labels = labels(key);
+    key.key().name() == name
+        && wanted
+            .iter()
+            .all(|(k, v)| labels.contains(&(k.to_string(), v.to_string())))
+}
+
 fn find<'a>(entries: &'a [Entry], name: &str, wanted: &[(&str, &str)]) -> Option<&'a DebugValue> {
     entries
         .iter()
-        .find(|(key, _, _, _)| {
-            key.key().name() == name
-                && wanted
-                    .iter()
-                    .all(|(k, v)| labels(key).contains(&(k.to_string(), v.to_string())))
-        })
+        .find(|(key, ..)| matches(key, name, wanted))
         .map(|(_, _, _, value)| value)
 }
 
@@ -39,12 +43,7 @@ fn find<'a>(entries: &'a [Entry], name: &str, wanted: &[(&str, &str)]) -> Option
 fn counter(entries: &[Entry], name: &str, wanted: &[(&str, &str)]) -> u64 {
     entries
         .iter()
-        .filter(|(key, _, _, _)| {
-            key.key().name() == name
-                && wanted
-                    .iter()
-                    .all(|(k, v)| labels(key).contains(&(k.to_string(), v.to_string())))
-        })
+        .filter(|(key, ..)| matches(key, name, wanted))
         .map(|(_, _, _, value)| match value {
             DebugValue::Counter(n) => *n,
             other => panic!("{name} is not a counter: {other:?}"),

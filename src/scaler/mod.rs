@@ -299,7 +299,9 @@ impl FunctionScaler {
         }
     }
 
-    #[cold]
+    /// Every tracked request passes here (warm ones included): keep it to lookups and atomics.
+    /// Not inlined, so that the untracked warm path stays small.
+    #[inline(never)]
     fn enter(
         &self,
         activities: &Arc<Activities>,
@@ -308,7 +310,9 @@ impl FunctionScaler {
     ) -> Option<ActivityGuard> {
         let activity = activities.get_or_insert(function);
         activity.set_policy(state.scale_to_zero);
-        let guard = activities.enter(Arc::clone(&activity))?;
+        // The guard holds the function's activity: one reference, not two.
+        let guard = activities.enter(activity)?;
+        let activity = guard.activity();
         if self.inner.reaper.get().is_none() {
             // Started by the first tracked request made inside a runtime.
             if tokio::runtime::Handle::try_current().is_ok() {
@@ -324,11 +328,13 @@ impl FunctionScaler {
                 .period(self.inner.config.get_idle_period()),
         ) {
             let now = activities.now_ms();
-            if tokio::runtime::Handle::try_current().is_ok()
-                && activity.claim_record(now, period / 4)
+            if activity.record_due(now, period / 4)
+                && tokio::runtime::Handle::try_current().is_ok()
+                && activity.claim_record()
             {
                 let store = Arc::clone(store);
                 let inner = Arc::clone(&self.inner);
+                let activity = Arc::clone(activity);
                 let id = function.to_function_id().expect("validated");
                 tokio::spawn(async move {
                     let recorded = inner.calls.call("record_activity", store.record(&id)).await;

@@ -98,11 +98,10 @@ impl FunctionScaler {
     ) -> bool {
         let inner = &*self.inner;
         let activities = inner.activities.as_ref().expect("scale to zero is on");
-        let retry_later = |failures_hint: Option<Duration>| {
-            let every = inner.config.get_idle_check_interval();
-            let now = activities.now_ms();
-            let pause = failures_hint.unwrap_or(every);
-            activity.scale_down_failed(now + pause.as_millis() as u64)
+        let every = inner.config.get_idle_check_interval();
+        // No new attempt for `pause`; returns the attempts that did not scale down in a row.
+        let retry_after = |pause: Duration| {
+            activity.scale_down_failed(activities.now_ms() + pause.as_millis() as u64)
         };
         // Another gateway may be serving it.
         if let Some(store) = &inner.activity_store {
@@ -113,13 +112,13 @@ impl FunctionScaler {
                         "not scaled to zero: another gateway served it {} ago",
                         crate::error::Millis(idle_for)
                     );
-                    retry_later(Some(idle - idle_for));
+                    retry_after(idle - idle_for);
                     crate::telemetry::scale_down(function, "skipped");
                     return false;
                 }
                 Ok(_) => {}
                 Err(err) => {
-                    let failures = retry_later(None);
+                    let failures = retry_after(every);
                     tracing::warn!(function = %function, failures, error = %ErrorChain(&err), "reading shared activity failed; not scaled to zero");
                     crate::telemetry::scale_down(function, "failed");
                     return false;
@@ -147,16 +146,15 @@ impl FunctionScaler {
             Ok(false) => {
                 tracing::debug!(function = %function, "not scaled to zero: the platform saw recent activity or a scale-up");
                 crate::telemetry::scale_down(function, "skipped");
-                retry_later(None);
+                retry_after(every);
                 false
             }
             Err(err) => {
-                let every = inner.config.get_idle_check_interval();
                 let failures = activity.failures() + 1;
                 let pause = every
                     .saturating_mul(1 << failures.min(6).saturating_sub(1))
                     .min(idle);
-                retry_later(Some(pause));
+                retry_after(pause);
                 crate::telemetry::scale_down(function, "failed");
                 tracing::warn!(
                     function = %function,
