@@ -205,16 +205,99 @@ async fn transport_errors_and_bad_json_are_retryable_provider_errors() {
 }
 
 #[tokio::test]
-async fn a_provider_that_never_answers_times_out() {
+async fn a_provider_that_never_answers_is_bounded_by_the_scalers_call_timeout() {
     let server = FaasServer::start().await;
     server.with(|s| s.hang = true);
-    let provider = OpenFaasProvider::new(&server.url())
-        .unwrap()
-        .timeout(Duration::from_millis(200));
+    let provider = OpenFaasProvider::new(&server.url()).unwrap();
+    let config = ScalingConfig::default()
+        .call_timeout(Duration::from_millis(200))
+        .max_scale_attempts(1);
+    let scaler = FunctionScaler::new(provider, config);
     let started = std::time::Instant::now();
-    let err = provider.get_replicas(&id("echo")).await.unwrap_err();
-    assert!(err.is_timeout(), "{err:?}");
+    let err = scaler.scale(&id("echo")).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{err}");
+    assert!(err.to_string().contains("no answer within 200 ms"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// A CA and a `localhost` certificate it signed, as a server config and the CA's PEM.
+fn self_signed_ca() -> (tokio_rustls::rustls::ServerConfig, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = tokio_rustls::rustls::crypto::ring::default_provider();
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider.into())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    (config, ca.pem())
+}
+
+#[tokio::test]
+async fn https_to_a_provider_behind_a_private_ca_works_once_its_ca_is_given() {
+    let (tls, ca_pem) = self_signed_ca();
+    let server = FaasServer::start_tls(tls).await;
+    server.add("echo", NS, FakeFn::default());
+
+    // Not trusted by the system's roots: a retryable transport error naming the certificate.
+    let untrusted = OpenFaasProvider::new(&server.https_url()).unwrap();
+    let err = untrusted.get_replicas(&id("echo")).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "{err:?}"
+    );
+    assert_eq!(server.with(|s| s.get_calls), 0);
+
+    let provider = OpenFaasProvider::new(&server.https_url())
+        .unwrap()
+        .add_root_certificates(ca_pem.as_bytes())
+        .unwrap()
+        .bearer_token("t0ken")
+        .unwrap();
+    let state = provider.get_replicas(&id("echo")).await.unwrap();
+    assert_eq!(state.desired_replicas, 0);
+    provider.set_replicas(&id("echo"), 1).await.unwrap();
+    let seen = server.with(|s| s.authorization.clone());
+    assert_eq!(seen, vec![Some("Bearer t0ken".to_string()); 2]);
+    assert_eq!(server.with(|s| s.scale_calls.len()), 1);
+}
+
+#[test]
+fn credentials_in_the_url_are_refused_without_echoing_them() {
+    let err = OpenFaasProvider::new("http://admin:hunter2@127.0.0.1:8081").unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("basic_auth"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    let err = OpenFaasProvider::new("ftp://127.0.0.1").unwrap_err();
+    assert!(err.to_string().contains("http or https"), "{err}");
+    assert!(OpenFaasProvider::new("https://127.0.0.1:8443/").is_ok());
+    assert!(OpenFaasProvider::new("http://127.0.0.1")
+        .unwrap()
+        .bearer_token("bad\ntoken")
+        .is_err());
+    let pem = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+    assert!(OpenFaasProvider::new("https://127.0.0.1")
+        .unwrap()
+        .add_root_certificates(pem)
+        .is_err());
+    assert!(OpenFaasProvider::new("https://127.0.0.1")
+        .unwrap()
+        .add_root_certificates(b"")
+        .is_err());
 }
 
 #[tokio::test]

@@ -310,9 +310,7 @@ impl Gateway {
     /// A gateway in front of an OpenFaaS provider.
     pub fn openfaas(options: &Options, url: &str) -> Result<Self, String> {
         let config = config(options);
-        let mut provider = OpenFaasProvider::new(url)
-            .map_err(|e| e.to_string())?
-            .timeout(config.get_call_timeout());
+        let mut provider = OpenFaasProvider::new(url).map_err(|e| e.to_string())?;
         match (
             std::env::var("OPENFAAS_USERNAME"),
             std::env::var("OPENFAAS_PASSWORD"),

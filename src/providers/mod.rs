@@ -19,7 +19,7 @@ pub mod process;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::KubernetesProvider;
 #[cfg(feature = "openfaas")]
-pub use openfaas::OpenFaasProvider;
+pub use openfaas::{InvalidTls, OpenFaasProvider, TlsRoots};
 #[cfg(feature = "process")]
 pub use process::{ProcessProvider, ProcessSpec};
 

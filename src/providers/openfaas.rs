@@ -10,32 +10,41 @@
 //!   `{"serviceName", "namespace", "replicas"}` scales; 200 and 202 are success.
 //! - 404 means "function does not exist". 400, 401 and 403 are permanent provider errors,
 //!   5xx and transport errors retryable ones; all carry the status and a short body excerpt.
+//! - `http://` and `https://` base URLs. TLS is rustls (ring) with the system's trust store by
+//!   default ([`TlsRoots`]); more CAs can be added ([`OpenFaasProvider::add_root_certificates`]).
+//! - Credentials: [`basic_auth`](OpenFaasProvider::basic_auth) or
+//!   [`bearer_token`](OpenFaasProvider::bearer_token). A base URL with `user:password@` in it is
+//!   refused: credentials never travel silently dropped or in a logged URL.
+//! - Calls are bounded by the scaler's [`call_timeout`](crate::ScalingConfig::call_timeout):
+//!   one setting, not a second one here.
 //!
 //! ```no_run
-//! use std::time::Duration;
 //! use tower_scale_from_zero::providers::OpenFaasProvider;
 //! use tower_scale_from_zero::{FunctionScaler, ScalingConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = ScalingConfig::default();
-//! let provider = OpenFaasProvider::new("http://127.0.0.1:8081/")?
-//!     .basic_auth("admin", "secret")
-//!     .timeout(config.get_call_timeout());
-//! let scaler = FunctionScaler::new(provider, config);
+//! let provider = OpenFaasProvider::new("https://gateway.example.com/")?
+//!     .basic_auth("admin", "secret");
+//! let scaler = FunctionScaler::new(provider, ScalingConfig::default());
 //! # Ok(()) }
 //! ```
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use serde::Deserialize;
 
 use crate::{FunctionId, QueryError, ServiceQuery, ServiceQueryResponse};
@@ -51,13 +60,27 @@ const EXCERPT: usize = 200;
 /// Idle connections kept to the provider: as many as the scaler's default cap on calls.
 const MAX_IDLE_CONNECTIONS: usize = 64;
 
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// The OpenFaaS provider API client. Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct OpenFaasProvider {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
+    roots: Arc<RootCertStore>,
     authorization: Option<HeaderValue>,
-    timeout: Duration,
+}
+
+/// Which certificate authorities an `https://` provider URL is checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsRoots {
+    /// The operating system's trust store (as curl and most clients use).
+    #[default]
+    System,
+    /// Mozilla's root list compiled into the binary (`webpki-roots`): the same on every
+    /// machine, including minimal containers without a trust store.
+    WebPki,
 }
 
 /// The base URL given to [`OpenFaasProvider::new`] cannot be used.
@@ -67,22 +90,43 @@ pub struct InvalidBaseUrl {
     reason: String,
 }
 
+/// A TLS setting of [`OpenFaasProvider`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("OpenFaaS provider TLS: {reason}")]
+pub struct InvalidTls {
+    reason: String,
+}
+
 impl OpenFaasProvider {
-    /// A client for the provider at `base_url` (`http://host:port`, with or without a path and
-    /// a trailing slash). Per-call timeout 5 s; no credentials.
+    /// A client for the provider at `base_url` (`http://host:port` or `https://host:port`,
+    /// with or without a path and a trailing slash); no credentials; `https` checked against
+    /// the system's trust store.
     pub fn new(base_url: &str) -> Result<Self, InvalidBaseUrl> {
         let invalid = |reason: String| InvalidBaseUrl { reason };
         let uri: Uri = base_url
             .parse()
-            .map_err(|e| invalid(format!("{base_url:?}: {e}")))?;
+            .map_err(|_| invalid(format!("{:?} is not a URL", redact(base_url))))?;
         match uri.scheme_str() {
-            Some("http") => {}
+            Some("http" | "https") => {}
             Some(other) => {
                 return Err(invalid(format!(
-                    "scheme {other:?} is not supported, only http (terminate TLS in front)"
+                    "scheme {other:?} is not supported (use http or https)"
                 )))
             }
-            None => return Err(invalid(format!("{base_url:?} has no http:// scheme"))),
+            None => {
+                return Err(invalid(format!(
+                    "{:?} has no http:// or https:// scheme",
+                    redact(base_url)
+                )))
+            }
+        }
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(invalid(format!(
+                "{:?} carries credentials (user:password@); they would not be sent. Pass them \
+                 with basic_auth or bearer_token (the example gateways read OPENFAAS_USERNAME and \
+                 OPENFAAS_PASSWORD, or OPENFAAS_TOKEN)",
+                redact(base_url)
+            )));
         }
         if uri.host().is_none() {
             return Err(invalid(format!("{base_url:?} has no host")));
@@ -91,34 +135,64 @@ impl OpenFaasProvider {
             return Err(invalid(format!("{base_url:?} has a query string")));
         }
         let base = base_url.trim_end_matches('/').to_owned();
-        // Connections in use are bounded by the scaler's cap on provider calls under way
-        // (`ScalingConfig::max_provider_calls`, 64 by default); idle ones by this.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
-            .build_http();
+        let roots = Arc::new(roots(TlsRoots::System));
         Ok(Self {
             base,
-            client,
+            client: client(&roots),
+            roots,
             authorization: None,
-            timeout: Duration::from_secs(5),
         })
     }
 
     /// Sends HTTP basic-auth credentials with every call.
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
-        let mut value = HeaderValue::try_from(format!("Basic {token}"))
-            .expect("base64 is a valid header value");
-        value.set_sensitive(true);
-        self.authorization = Some(value);
+        self.authorization = Some(sensitive(format!("Basic {token}")));
         self
     }
 
-    /// Bounds each call (use the scaler's [`call_timeout`](crate::ScalingConfig::call_timeout)).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+    /// Sends `Authorization: Bearer {token}` with every call (instead of basic auth).
+    ///
+    /// Fails if the token holds characters a header cannot carry.
+    pub fn bearer_token(mut self, token: &str) -> Result<Self, InvalidBaseUrl> {
+        let value = HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
+            InvalidBaseUrl {
+                reason: "the bearer token holds characters a header cannot carry".into(),
+            }
+        })?;
+        let mut value = value;
+        value.set_sensitive(true);
+        self.authorization = Some(value);
+        Ok(self)
+    }
+
+    /// Checks `https` provider URLs against `roots` (default [`TlsRoots::System`]), replacing
+    /// any certificates added before.
+    pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
+        self.roots = Arc::new(self::roots(roots));
+        self.client = client(&self.roots);
         self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `BEGIN CERTIFICATE` blocks), for
+    /// a provider behind a private or self-signed CA.
+    pub fn add_root_certificates(mut self, pem: &[u8]) -> Result<Self, InvalidTls> {
+        let invalid = |reason: String| InvalidTls { reason };
+        let mut roots = RootCertStore::clone(&self.roots);
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| invalid(format!("reading the PEM: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(format!("not a usable CA certificate: {e}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(invalid("no certificate in the PEM".into()));
+        }
+        self.roots = Arc::new(roots);
+        self.client = client(&self.roots);
+        Ok(self)
     }
 
     fn uri(&self, action: &str, function: &FunctionId) -> Result<Uri, QueryError> {
@@ -132,7 +206,8 @@ impl OpenFaasProvider {
             .map_err(|e| QueryError::provider(format!("cannot build URL {uri:?}: {e}")).permanent())
     }
 
-    /// One call: the status and at most [`MAX_BODY`] bytes of body.
+    /// One call: the status and at most [`MAX_BODY`] bytes of body. Unbounded in time here:
+    /// the scaler bounds every call by its call timeout.
     async fn send(
         &self,
         method: Method,
@@ -149,24 +224,93 @@ impl OpenFaasProvider {
         let request = request
             .body(Full::new(body))
             .map_err(|e| QueryError::from_source(e).permanent())?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(QueryError::from_source)?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| QueryError::provider(format!("reading the answer: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let response = self
+            .client
+            .request(request)
             .await
-            .unwrap_or_else(|_| Err(QueryError::timeout(self.timeout)))
+            .map_err(|e| QueryError::provider(chain(&e)))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| QueryError::provider(format!("reading the answer: {e}")))?
+            .to_bytes();
+        Ok((status, body))
     }
+}
+
+/// An error and its causes, `: `-separated: hyper's own message ("client error (Connect)")
+/// does not say what went wrong (refused, TLS, DNS).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn sensitive(value: String) -> HeaderValue {
+    let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+/// `url` with any `user:password@` replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn roots(roots: TlsRoots) -> RootCertStore {
+    match roots {
+        TlsRoots::WebPki => RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        TlsRoots::System => {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "reading the system's trust store");
+            }
+            let mut store = RootCertStore::empty();
+            let (added, ignored) = store.add_parsable_certificates(found.certs);
+            if ignored > 0 || added == 0 {
+                tracing::debug!(added, ignored, "system trust store");
+            }
+            store
+        }
+    }
+}
+
+/// A pooled HTTP/1 client for `http` and `https` (rustls with ring, checked against `roots`).
+fn client(roots: &RootCertStore) -> HttpClient {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots.clone())
+    .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    // Connections in use are bounded by the scaler's cap on provider calls under way
+    // (`ScalingConfig::max_provider_calls`, 64 by default); idle ones by this.
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
+        .build(connector)
 }
 
 /// Maps a non-success answer to the error it means.
@@ -222,7 +366,7 @@ impl fmt::Debug for OpenFaasProvider {
         f.debug_struct("OpenFaasProvider")
             .field("base", &self.base)
             .field("basic_auth", &self.authorization.is_some())
-            .field("timeout", &self.timeout)
+            .field("tls_roots", &self.roots.len())
             .finish()
     }
 }
@@ -354,8 +498,9 @@ mod tests {
     #[test]
     fn bad_base_urls_are_refused_with_a_reason() {
         for (url, why) in [
-            ("https://gateway:8080", "only http"),
+            ("ftp://gateway:8080", "http or https"),
             ("gateway:8080", "scheme"),
+            ("http://user:pw@gateway:8080", "credentials"),
             ("not a url", "invalid"),
             ("http://gw:8080/?x=1", "query string"),
         ] {

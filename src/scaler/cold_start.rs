@@ -237,8 +237,9 @@ impl FunctionScaler {
         }
     }
 
-    /// Waits until `until`, or less if a ready state is pushed for this function. The sleep is
-    /// made once: pushes that are not ready neither end nor restart it.
+    /// Waits until `until`, or less if a ready state is pushed for this function (returned) or
+    /// a read is asked for (`None`, as when the time is up). The sleep is made once: pushes
+    /// that are not ready neither end nor restart it.
     async fn pause(&self, flight: &FlightState, until: Instant) -> Option<ServiceQueryResponse> {
         let sleep = sleep_until(until);
         tokio::pin!(sleep);
@@ -248,6 +249,9 @@ impl FunctionScaler {
             pushed.as_mut().enable();
             if let Some(state) = flight.take_ready_push() {
                 return Some(state);
+            }
+            if flight.take_look_now() {
+                return None;
             }
             tokio::select! {
                 _ = &mut sleep => return None,

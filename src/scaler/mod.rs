@@ -151,6 +151,14 @@ impl Inner {
             flight.push(state);
         }
     }
+
+    /// See [`ReadinessNotifier::notify_changed`].
+    fn changed(&self, function: &FunctionId) {
+        self.cache.invalidate(function.as_function_ref());
+        if let Some(flight) = self.flights.state(function) {
+            flight.look_now();
+        }
+    }
 }
 
 /// Builds a [`FunctionScaler`]; see [`FunctionScaler::builder`].

@@ -74,6 +74,16 @@ impl ReadinessNotifier {
             inner.push(function, state);
         }
     }
+
+    /// Reports that `function` changed in a way a state cannot say (its process exited while
+    /// starting, say): a cold start of `function` under way reads its state now instead of at
+    /// its next poll, so a failure the provider now reports ends it at once. No effect when
+    /// no cold start of `function` is under way.
+    pub fn notify_changed(&self, function: &FunctionId) {
+        if let Some(inner) = self.scaler.get().and_then(Weak::upgrade) {
+            inner.changed(function);
+        }
+    }
 }
 
 impl fmt::Debug for ReadinessNotifier {
@@ -93,6 +103,8 @@ pub(super) struct FlightState {
     /// Wakes the flight's task when a state is pushed. `notify_one` keeps a permit if the
     /// task is not waiting, so a push is never missed.
     wake: Notify,
+    /// Set by [`ReadinessNotifier::notify_changed`]: read the state now.
+    look_now: AtomicBool,
     /// Set once the flight knows the function is cold (not merely a refresh of a warm one):
     /// from then on its waiters count against the hold limits.
     cold: AtomicBool,
@@ -122,6 +134,16 @@ impl FlightState {
         lock(&self.pushed)
             .take()
             .filter(ServiceQueryResponse::is_ready)
+    }
+
+    pub(super) fn look_now(&self) {
+        self.look_now.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether a read was asked for since the last call.
+    pub(super) fn take_look_now(&self) -> bool {
+        self.look_now.swap(false, Ordering::AcqRel)
     }
 
     pub(super) fn wake(&self) -> &Notify {

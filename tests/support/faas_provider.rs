@@ -46,6 +46,47 @@ pub struct FaasServer {
 
 impl FaasServer {
     pub async fn start() -> Self {
+        let (state, app) = Self::app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, state }
+    }
+
+    /// The same provider over TLS with `config` (its certificate chain and key); `url()` is
+    /// still `http://`, so use `https_url()`.
+    pub async fn start_tls(config: tokio_rustls::rustls::ServerConfig) -> Self {
+        let (state, app) = Self::app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake: not served.
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, state }
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    fn app() -> (Arc<Mutex<FakeFaas>>, Router) {
         let state = Arc::new(Mutex::new(FakeFaas::default()));
         let app = Router::new()
             .route("/system/function/{name}", get(status))
@@ -54,10 +95,7 @@ impl FaasServer {
             .route("/function/{name}/", any(invoke))
             .route("/function/{name}/{*rest}", any(invoke))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state }
+        (state, app)
     }
 
     pub fn url(&self) -> String {
