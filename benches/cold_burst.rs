@@ -1,29 +1,29 @@
 //! Cold burst: 1 000 concurrent requests, over real TCP on 127.0.0.1, to a cold function whose
-//! process takes 500 ms to start; through the axum example's gateway stack with the
-//! local-process provider (this binary is also the function). Each round uses a fresh gateway.
+//! process takes 500 ms to start; through the axum example's gateway stack (its router shape
+//! over `gateway-kit`) with the local-process provider (this binary is also the function).
+//! Each round uses a fresh gateway.
 //! Reports p50/p99/max latency, provider calls, process starts, and the time from readiness
 //! (the provider marking the function ready) to the last response.
 //!
-//! `cargo bench --bench cold_burst` (or `benches/load.sh cold`)
+//! `cargo bench --all-features --bench cold_burst` (or `benches/load.sh cold`)
 
-#![allow(clippy::duplicate_mod)]
-
-#[allow(dead_code)]
-#[path = "../examples/axum_gateway.rs"]
-mod axum_gateway;
+#[path = "support/gateway.rs"]
+mod gateway;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use axum_gateway::common::{self, Backend, Gateway, Options, Proxy};
 use bytes::Bytes;
+use clap::Parser;
+use gateway_kit::platform::{Platform, Upstreams};
+use gateway_kit::proxy::{full, Proxy, ProxyBody};
+use gateway_kit::{Gateway, Options};
 use http::Request;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_scale_from_zero::extract::OpenFaasPath;
 use tower_scale_from_zero::providers::{ProcessProvider, ProcessSpec};
 use tower_scale_from_zero::{
     FunctionId, FunctionScaler, QueryError, ScalingConfig, ServiceQuery, ServiceQueryResponse,
@@ -57,7 +57,7 @@ impl ServiceQuery for Counted {
 /// `BURST` concurrent requests from a fresh client (new connections, as a burst of new
 /// clients would make): sorted latencies and the instant the last one ended.
 async fn burst(addr: std::net::SocketAddr) -> (Vec<Duration>, Instant) {
-    let client: Client<_, common::ProxyBody> = Client::builder(TokioExecutor::new())
+    let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(BURST)
         .build_http();
     let requests: Vec<_> = (0..BURST)
@@ -65,7 +65,7 @@ async fn burst(addr: std::net::SocketAddr) -> (Vec<Duration>, Instant) {
             let client = client.clone();
             tokio::spawn(async move {
                 let req = Request::get(format!("http://{addr}/function/hello-world"))
-                    .body(common::full(Bytes::new()))
+                    .body(full(Bytes::new()))
                     .unwrap();
                 let start = Instant::now();
                 let response = client.request(req).await.unwrap();
@@ -97,8 +97,8 @@ struct Round {
 }
 
 async fn round() -> Round {
-    let options = Options::parse(Vec::<String>::new()).unwrap();
-    let id = FunctionId::new("hello-world", &options.namespace).unwrap();
+    let options = Options::parse_from(["cold_burst"]);
+    let id = FunctionId::new("hello-world", options.namespace()).unwrap();
     let provider = ProcessProvider::new();
     let spec = ProcessSpec::new(std::env::current_exe().unwrap())
         .arg("--serve-function")
@@ -113,19 +113,20 @@ async fn round() -> Round {
     };
     let scaler = FunctionScaler::new(counted.clone(), ScalingConfig::default());
     provider.push_readiness_to(scaler.readiness_notifier());
-    let gateway = Arc::new(Gateway {
+    let platform = Platform {
         scaler,
-        backend: Backend::Local(provider.clone()),
-        extractor: OpenFaasPath::new().default_namespace(options.namespace.clone()),
-        proxy: Proxy::new(),
-        deadline: options.deadline,
-        drain_budget: options.drain_budget,
-        with_layer: true,
-        metrics: None,
-    });
+        upstreams: Upstreams::Local(provider.clone()),
+    };
+    let tls = gateway_kit::platform::tls_config(gateway_kit::cli::Roots::Webpki, None).unwrap();
+    let gateway = Arc::new(Gateway::new(
+        platform,
+        Proxy::new(tls, Vec::new()),
+        &options,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = axum_gateway::router(gateway);
+    let app =
+        gateway::router(gateway).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     // Watches for the moment the provider marks the function ready.
@@ -166,7 +167,7 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if common::run_function_if_asked(&args) {
+    if gateway_kit::hello::run_if_asked() {
         return;
     }
     if args.iter().any(|a| a == "--list") {

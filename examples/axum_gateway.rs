@@ -1,46 +1,43 @@
-//! A scale-from-zero gateway on axum 0.8.
+//! A scale-from-zero gateway on axum 0.8: requests to `/function/NAME[/PATH]` wait while
+//! NAME starts, then go to it.
 //!
 //! ```sh
-//! cargo run --example axum_gateway
+//! cargo run --features process,openfaas --example axum_gateway
 //! curl -i localhost:8080/function/hello-world      # cold: the function process starts
 //! curl -i localhost:8080/function/hello-world      # warm
 //! ```
 //!
-//! With no flags, functions are local processes (the bundled `hello-world` is this binary in
-//! function mode). `--provider-url URL` puts the gateway in front of an OpenFaaS provider
-//! instead; `--help` lists the options.
+//! Your own functions: `-- --function files='python3 -m http.server {port}'`, or a
+//! functions file; an OpenFaaS provider: `-- --provider-url URL`; `-- --help` lists the
+//! options. What is not about wiring the layer into axum (command line, platform, proxy,
+//! logs, metrics) lives in `gateway-kit`.
 
-#[path = "common/mod.rs"]
-pub mod common;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use common::Gateway;
+use clap::Parser;
+use gateway_kit::{hello, logs, shutdown, Gateway, Options};
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// The gateway's routes and layers.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+fn router(gateway: Arc<Gateway>) -> Router {
+    // Held requests wait inside the scale-from-zero layer; warm ones pass straight through.
+    // `route_layer`: only function routes are held, never /healthz or /metrics.
     let functions = Router::new()
         .route("/function/{name}", any(forward))
         .route("/function/{name}/", any(forward))
-        .route("/function/{name}/{*rest}", any(forward));
-    // Held requests wait inside this layer; warm ones pass straight through. (Benchmarks
-    // compare against the same gateway without it.)
-    let functions = if gateway.with_layer {
-        functions.route_layer(gateway.layer())
-    } else {
-        functions
-    };
+        .route("/function/{name}/{*rest}", any(forward))
+        .route_layer(gateway.layer());
     // Outside the scale layer and longer than its readiness deadline, so the 504 that
     // names the function is what a client sees.
-    let outer_timeout = gateway.deadline + std::time::Duration::from_secs(30);
+    let outer_timeout = gateway.deadline() + std::time::Duration::from_secs(30);
     Router::new()
         .merge(functions)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -56,23 +53,50 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    common::metrics_response(&gateway).into_response()
+async fn forward(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    gateway.forward(req, Some(peer)).await.into_response()
 }
 
-async fn forward(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
-    gateway.forward(req).await.into_response()
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    gateway.metrics_response().into_response()
 }
 
 fn main() {
-    common::main(serve);
+    // The bundled hello-world function is this binary, started by the gateway.
+    if hello::run_if_asked() {
+        return;
+    }
+    let options = Options::parse();
+    logs::init(options.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(serve(options));
 }
 
-pub async fn serve(args: Vec<String>) {
-    let (_, gateway, listener) = common::start("axum gateway", args).await;
+async fn serve(options: Options) {
+    let gateway = match Gateway::from_options(&options).await {
+        Ok(gateway) => Arc::new(gateway),
+        Err(message) => Options::fail(message),
+    };
+    let listener = match tokio::net::TcpListener::bind(options.listen).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1)
+        }
+    };
+    tracing::info!(
+        "axum gateway on http://{0}  (try: curl -i http://{0}/function/hello-world)",
+        options.listen
+    );
+    let drain = shutdown::signal_then_drain(gateway.scaler().clone(), gateway.drain_budget());
+    let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     // On SIGTERM: stop accepting, drain the held requests, finish what is in flight.
-    axum::serve(listener, router(Arc::clone(&gateway)))
-        .with_graceful_shutdown(common::shutdown_signal_and_drain(gateway))
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drain)
         .await
         .expect("server");
 }

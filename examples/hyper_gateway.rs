@@ -2,18 +2,21 @@
 //! no axum.
 //!
 //! ```sh
-//! cargo run --example hyper_gateway
+//! cargo run --features process,openfaas --example hyper_gateway
 //! curl -i localhost:8080/function/hello-world
 //! ```
-
-#[path = "common/mod.rs"]
-pub mod common;
+//!
+//! The options are the axum example's (`-- --help`); what is not about wiring the layer into
+//! hyper lives in `gateway-kit`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, ProxyBody};
+use clap::Parser;
+use gateway_kit::proxy::{text, ProxyBody};
+use gateway_kit::{hello, logs, shutdown, Gateway, Options};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -24,55 +27,69 @@ use tower::{service_fn, BoxError, ServiceBuilder};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-/// The gateway as one tower service: trace → timeout → scale-from-zero → routes.
-pub fn service(
+/// Routes behind the layer. The layer holds only `/function/...` requests: for other paths its
+/// extractor finds no function and lets them through.
+async fn route(gateway: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => gateway.metrics_response(),
+        path if path.starts_with("/function/") => gateway.forward(req, Some(peer)).await,
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// The gateway as one tower service for the client at `peer`: trace → timeout (longer than
+/// the readiness deadline, so the layer's 504 wins) → scale from zero → routes.
+fn service(
     gateway: Arc<Gateway>,
+    peer: SocketAddr,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<
-        impl http_body::Body<Data = bytes::Bytes, Error = impl Into<BoxError>> + Send + 'static,
+        impl http_body::Body<Data = bytes::Bytes, Error = impl Into<BoxError>> + Send,
     >,
     Error = Infallible,
     Future = impl Send + 'static,
 > + Clone
        + Send
        + 'static {
-    let outer_timeout = gateway.deadline + Duration::from_secs(30);
     ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
-            outer_timeout,
+            gateway.deadline() + Duration::from_secs(30),
         ))
         .layer(gateway.layer())
         .service(service_fn(move |req: Request<Incoming>| {
             let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, Infallible>(route(&gateway, req).await) }
+            async move { Ok::<_, Infallible>(route(&gateway, req, peer).await) }
         }))
 }
 
-async fn route(gateway: &Gateway, req: Request<Incoming>) -> Response<ProxyBody> {
-    match req.uri().path() {
-        "/healthz" => common::text(StatusCode::OK, "ok\n"),
-        "/metrics" => common::metrics_response(gateway),
-        path if path.starts_with("/function/") => gateway.forward(req).await,
-        _ => common::text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
 fn main() {
-    common::main(serve);
+    if hello::run_if_asked() {
+        return;
+    }
+    let options = Options::parse();
+    logs::init(options.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(serve(options));
 }
 
-pub async fn serve(args: Vec<String>) {
-    let (options, gateway, listener) = common::start("hyper gateway", args).await;
-    if options.without_layer {
-        eprintln!("--without-scale-from-zero is for axum_gateway's benchmarks only");
-        std::process::exit(2);
-    }
-    let service = service(Arc::clone(&gateway));
-    let budget = gateway.drain_budget;
-    let shutdown = common::shutdown_signal_and_drain(gateway);
+async fn serve(options: Options) {
+    let gateway = match Gateway::from_options(&options).await {
+        Ok(gateway) => Arc::new(gateway),
+        Err(message) => Options::fail(message),
+    };
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot listen on {}: {e}", options.listen);
+            std::process::exit(1)
+        });
+    tracing::info!("hyper gateway on http://{}", options.listen);
+    let budget = gateway.drain_budget();
+    let shutdown = shutdown::signal_then_drain(gateway.scaler().clone(), budget);
     tokio::pin!(shutdown);
     // Tracks every connection, so that a shutdown can wait for them to finish.
     let graceful = GracefulShutdown::new();
@@ -83,7 +100,7 @@ pub async fn serve(args: Vec<String>) {
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -93,7 +110,7 @@ pub async fn serve(args: Vec<String>) {
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(service.clone());
+        let service = TowerToHyperService::new(service(Arc::clone(&gateway), peer));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -104,14 +121,10 @@ pub async fn serve(args: Vec<String>) {
     }
     // Stop accepting (done), let held requests drain and in-flight ones finish; the drain
     // answers what is still waiting after its budget, so this ends soon after it.
-    let limit = budget + Duration::from_secs(5);
-    if tokio::time::timeout(limit, graceful.shutdown())
+    if tokio::time::timeout(budget + Duration::from_secs(5), graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(
-            "connections still open {} s after the drain budget; closing",
-            5
-        );
+        tracing::warn!("connections still open 5 s after the drain budget; closing");
     }
 }

@@ -1,4 +1,5 @@
 //! Cold starts are detached from any one request; waiters that leave free their places.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! However many requests arrive for a cold function, the provider sees one cold start.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The optional response header that tells a client its request waited for a cold start.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The layer composes with other tower layers and with axum, without `HandleErrorLayer`.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Draining for a graceful shutdown: no new cold starts, held requests finish within the
 //! budget, the rest are answered 503; nobody is left without a response.
+#![cfg(feature = "test-util")]
 
 mod common;
 

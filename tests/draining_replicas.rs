@@ -1,5 +1,6 @@
 //! A scale-down in progress (desired 0, a replica still available) is not warm: requests are
 //! never forwarded to the terminating replica; they wait for a fresh scale-up.
+#![cfg(feature = "test-util")]
 
 mod common;
 

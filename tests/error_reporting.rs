@@ -1,6 +1,7 @@
 //! Provider failures: logs carry the whole cause chain; clients get the function and the kind
 //! of failure only, unless the responder opts in; "function ready" is logged once per actual
 //! cold start, never for refreshes of a warm function.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A flight whose task can no longer finish (its runtime shut down) is never joined: waiters
 //! move to a fresh flight, later requests start one, and nothing is left behind.
+#![cfg(feature = "test-util")]
 
 mod common;
 

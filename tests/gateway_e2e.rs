@@ -1,78 +1,161 @@
-//! End to end, over real TCP on 127.0.0.1: the example gateways' stacks, in-process, with the
-//! local-process provider (this binary is also the function: see `main`) and with the fake
-//! OpenFaaS provider.
+//! End to end, over real TCP on 127.0.0.1: the example gateways as users run them (the
+//! binaries `cargo test --all-features` builds, as processes of their own), with local
+//! functions (this binary in function mode: see `function_mode`) and with a fake OpenFaaS
+//! provider.
 //!
-//! `harness = false`: the function processes the gateway starts are this same binary, so
+//! `harness = false`: the function processes the gateways start are this same binary, so
 //! `main` must run before any test harness would.
-// Each example includes the shared `common` module; this test includes both examples.
-#![allow(clippy::duplicate_mod)]
 
-#[allow(dead_code)]
-#[path = "../examples/axum_gateway.rs"]
-mod axum_gateway;
 #[path = "support/faas_provider.rs"]
 mod faas_provider;
-#[allow(dead_code)]
-#[path = "../examples/hyper_gateway.rs"]
-mod hyper_gateway;
 #[path = "support/runner.rs"]
 mod runner;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum_gateway::common::{self, Backend, Gateway, Options, ProxyBody};
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_scale_from_zero::providers::{ProcessProvider, ProcessSpec};
 
-type Client_ = Client<HttpConnector, ProxyBody>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+type Client_ = Client<HttpConnector, Body>;
 
 fn client() -> Client_ {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-fn options(namespace: &str) -> Options {
-    Options::parse(["--namespace".to_string(), namespace.to_string()]).unwrap()
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|e: std::convert::Infallible| match e {})
+        .boxed_unsync()
 }
 
-fn function(name: &str, startup_ms: u64) -> ProcessSpec {
+/// The example binary `name`, as `cargo test` built it beside this test.
+fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    ProcessSpec::new(exe)
-        .arg("--serve-function")
-        .arg(name)
-        .arg("--startup-ms")
-        .arg(startup_ms.to_string())
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: the end-to-end tests run the examples `cargo test --all-features` builds",
+        path.display()
+    );
+    path
 }
 
-/// Serves the axum example's router for `gateway` on an ephemeral port.
-async fn serve_axum(gateway: Arc<Gateway>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum_gateway::router(gateway);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+/// `--function` for this binary in function mode: `NAME=<exe> --test-function NAME ARGS`.
+fn function(name: &str, args: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    format!("{name}='{}' --test-function {name} {args}", exe.display())
 }
 
-fn local_provider(gateway: &Gateway) -> ProcessProvider {
-    match &gateway.backend {
-        Backend::Local(provider) => provider.clone(),
-        _ => unreachable!("a local gateway"),
+/// A temporary file path unique to this run.
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("e2e-{}-{name}", std::process::id()))
+}
+
+/// An example gateway as a process of its own, stopped when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts `example` with `args` on a free port; waits until it answers `/healthz`.
+    async fn start(example_name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(example_name, args, &[]).await
+    }
+
+    async fn start_with_env(example_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let port = runner::free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(example(example_name))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut gateway = Self { child, addr };
+        let up = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = gateway.child.try_wait().unwrap() {
+                panic!("{example_name} {args:?} exited with {status}");
+            }
+            assert!(Instant::now() < up, "the gateway never listened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gateway
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
-async fn get(client: &Client_, url: String) -> (StatusCode, String) {
-    let req = Request::get(url).body(common::full(Bytes::new())).unwrap();
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `example` with `args` to its end: exit code and standard error.
+fn run_to_end(example_name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(example(example_name))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+async fn send(client: &Client_, req: Request<Body>) -> (StatusCode, String) {
     let response = client.request(req).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get(client: &Client_, url: String) -> (StatusCode, String) {
+    send(client, Request::get(url).body(full(Bytes::new())).unwrap()).await
 }
 
 /// `n` concurrent GETs; `url(i)` is request `i`'s URL. Answers in request order.
@@ -94,200 +177,19 @@ async fn concurrent_gets(
     answers
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// The lines a test function appended to its starts file (one per start: its port).
+fn starts(file: &PathBuf) -> Vec<u16> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect()
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-async fn a_large_request_body_streams_through_without_being_buffered() {
-    const SIZE: usize = 50 << 20;
-    const CHUNK: usize = 64 << 10;
-    let gateway = Arc::new(Gateway::local(
-        &options("local"),
-        [("hello-world", function("hello-world", 0))],
-    ));
-    let addr = serve_axum(gateway).await;
-    let client = client();
-    assert_eq!(
-        get(&client, format!("http://{addr}/function/hello-world"))
-            .await
-            .0,
-        200
-    );
-
-    let before = peak_rss_kib();
-    let chunks = futures::stream::iter(
-        (0..SIZE / CHUNK)
-            .map(|_| Ok::<_, common::BoxError>(Frame::data(Bytes::from(vec![b'x'; CHUNK])))),
-    );
-    let req = Request::post(format!("http://{addr}/function/hello-world/upload"))
-        .body(StreamBody::new(chunks).boxed_unsync())
-        .unwrap();
-    let response = client.request(req).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(
-        String::from_utf8_lossy(&body),
-        format!("Hello from hello-world! path=/upload received={SIZE} bytes\n")
-    );
-    let grew_mib = (peak_rss_kib() - before) / 1024;
-    println!("    peak RSS grew by {grew_mib} MiB while 50 MiB passed through");
-    assert!(
-        grew_mib < 16,
-        "the gateway buffered the body: peak RSS grew by {grew_mib} MiB"
-    );
-}
-
-async fn two_hundred_concurrent_requests_start_exactly_one_process() {
-    let gateway = Arc::new(Gateway::local(
-        &options("local"),
-        [("hello-world", function("hello-world", 300))],
-    ));
-    let provider = local_provider(&gateway);
-    let addr = serve_axum(gateway).await;
-    let client = client();
-    let started = Instant::now();
-    let answers = concurrent_gets(&client, 200, |i| {
-        format!("http://{addr}/function/hello-world/{i}")
-    })
-    .await;
-    for (i, (status, body)) in answers.into_iter().enumerate() {
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(
-            body,
-            format!("Hello from hello-world! path=/{i} received=0 bytes\n")
-        );
-    }
-    println!(
-        "    200 requests answered in {} ms after one cold start",
-        started.elapsed().as_millis()
-    );
-    assert_eq!(provider.starts(), 1, "exactly one process started");
-}
-
-async fn an_unknown_function_is_404_and_an_invalid_one_400() {
-    let gateway = Arc::new(Gateway::local(
-        &options("local"),
-        [("hello-world", function("hello-world", 0))],
-    ));
-    let provider = local_provider(&gateway);
-    let addr = serve_axum(gateway).await;
-    let (status, body) = get(&client(), format!("http://{addr}/function/nobody")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, "function nobody.local not found\n");
-    let (status, _) = get(&client(), format!("http://{addr}/function/NoBody")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(provider.starts(), 0);
-}
-
-async fn a_function_that_exits_at_once_gives_502_quickly() {
-    let crashing = function("crash", 0).arg("--exit-at-once");
-    let gateway = Arc::new(Gateway::local(&options("local"), [("crash", crashing)]));
-    let addr = serve_axum(gateway).await;
-    let started = Instant::now();
-    let (status, body) = get(&client(), format!("http://{addr}/function/crash")).await;
-    let took = started.elapsed();
-    println!("    502 after {} ms", took.as_millis());
-    assert_eq!(status, StatusCode::BAD_GATEWAY);
-    // The provider's own text ("exited during start-up") is for the logs, not the client.
-    assert_eq!(
-        body,
-        "provider error for function crash.local: the provider call failed\n"
-    );
-    assert!(
-        took < Duration::from_secs(5),
-        "not a wait for the 60 s deadline: {took:?}"
-    );
-}
-
-async fn in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call() {
-    let faas = faas_provider::FaasServer::start().await;
-    faas.add(
-        "echo",
-        "openfaas-fn",
-        faas_provider::FakeFn {
-            startup: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    let options =
-        Options::parse(["--provider-url".to_string(), format!("{}/", faas.url())]).unwrap();
-    let gateway = Arc::new(Gateway::from_options(&options).await.unwrap());
-    let addr = serve_axum(gateway).await;
-    let client = client();
-    let answers = concurrent_gets(&client, 20, |_| {
-        format!("http://{addr}/function/echo/run?x=1")
-    })
-    .await;
-    for (status, body) in answers {
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(
-            body,
-            "echo via provider: /function/echo.openfaas-fn/run (0 bytes)"
-        );
-    }
-    assert_eq!(
-        faas.with(|s| s.scale_calls.len()),
-        1,
-        "exactly one scale call"
-    );
-    assert_eq!(faas.with(|s| s.invocations), 20);
-    let (status, _) = get(&client, format!("http://{addr}/function/missing")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-}
-
-async fn the_hyper_gateway_serves_a_cold_start_too() {
-    type HyperGateway = hyper_gateway::common::Gateway;
-    let options = hyper_gateway::common::Options::parse(Vec::<String>::new()).unwrap();
-    let spec = function("hello-world", 100);
-    let gateway = Arc::new(HyperGateway::local(&options, [("hello-world", spec)]));
-    let service = hyper_gateway::service(gateway);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper_util::service::TowerToHyperService::new(service.clone());
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    let client = client();
-    let (status, body) = get(&client, format!("http://{addr}/function/hello-world")).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (
-            StatusCode::OK,
-            "Hello from hello-world! path=/ received=0 bytes\n"
-        )
-    );
-    assert_eq!(
-        get(&client, format!("http://{addr}/healthz")).await,
-        (StatusCode::OK, "ok\n".to_string())
-    );
-    assert_eq!(
-        get(&client, format!("http://{addr}/function/nobody"))
-            .await
-            .0,
-        StatusCode::NOT_FOUND
-    );
-}
-
-/// Whether something accepts connections at `addr`, within `patience`.
-async fn accepts_within(addr: SocketAddr, patience: Duration) -> bool {
-    let until = Instant::now() + patience;
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Whether `addr` stops accepting connections within `patience`.
@@ -302,116 +204,415 @@ async fn closes_within(addr: SocketAddr, patience: Duration) -> bool {
     false
 }
 
-async fn the_process_provider_stops_processes_on_scale_to_zero_and_on_drop() {
-    use tower_scale_from_zero::ServiceQuery;
-    let provider = ProcessProvider::new();
-    let id = tower_scale_from_zero::FunctionId::new("hello-world", "local").unwrap();
-    // Ready only once `GET /` answers, not merely when the port is open.
-    provider.add_function(&id, function("hello-world", 0).http_probe("/"));
-
-    provider.set_replicas(&id, 1).await.unwrap();
-    let mut waited = 0;
-    while provider.upstream(&id).is_none() {
-        assert!(waited < 500, "not ready within 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        waited += 1;
-    }
-    let first = provider.upstream(&id).unwrap();
-    let state = provider.get_replicas(&id).await.unwrap();
-    assert_eq!((state.desired_replicas, state.available_replicas), (1, 1));
-    assert!(accepts_within(first, Duration::from_secs(1)).await);
-
-    provider.set_replicas(&id, 0).await.unwrap();
-    assert!(
-        closes_within(first, Duration::from_secs(5)).await,
-        "set_replicas(0) stops it"
-    );
-    let state = provider.get_replicas(&id).await.unwrap();
-    assert_eq!((state.desired_replicas, state.available_replicas), (0, 0));
-    assert_eq!(provider.upstream(&id), None);
-
-    provider.set_replicas(&id, 1).await.unwrap();
-    while provider.upstream(&id).is_none() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let second = provider.upstream(&id).unwrap();
-    assert_eq!(provider.starts(), 2);
-    drop(provider);
-    assert!(
-        closes_within(second, Duration::from_secs(5)).await,
-        "no child outlives the provider"
-    );
-}
-
-async fn gateway_options_are_checked_with_clear_messages() {
-    let o = Options::parse(Vec::<String>::new()).unwrap();
-    assert_eq!(
-        (o.namespace.as_str(), o.deadline),
-        ("local", Duration::from_secs(60))
-    );
-    let o = Options::parse(["--provider-url".into(), "http://p:8081".into()]).unwrap();
-    assert_eq!(o.namespace, "openfaas-fn");
-    assert_eq!(
-        Options::parse(["--deadline=500ms".into()])
-            .unwrap()
-            .deadline,
-        Duration::from_millis(500)
-    );
-    for (args, why) in [
-        (vec!["--deadline", "soon"], "expected a duration"),
-        (vec!["--deadline", "0s"], "greater than zero"),
-        (vec!["--listen", "nowhere"], "--listen"),
-        (vec!["--namespace", "Bad_NS"], "--namespace"),
-        (vec!["--frobnicate"], "unknown option"),
-        (vec!["--listen"], "needs a value"),
-    ] {
-        let err = Options::parse(args.into_iter().map(String::from)).unwrap_err();
-        assert!(err.contains(why), "{err}");
-    }
-    let bad_url = Options::parse(["--provider-url".into(), "https://secure:8081".into()]).unwrap();
-    let err = Gateway::from_options(&bad_url).await.unwrap_err();
-    assert!(err.contains("only http"), "{err}");
-    for (args, why) in [
-        (
-            vec!["--kubernetes", "--upstream", "127.0.0.1:1"],
-            "excludes",
-        ),
-        (vec!["--label-selector", "a=b"], "need --kubernetes"),
-    ] {
-        let err = Options::parse(args.into_iter().map(String::from)).unwrap_err();
-        assert!(err.contains(why), "{err}");
-    }
-    let k8s = Options::parse(["--kubernetes".into()]).unwrap();
-    assert_eq!(k8s.namespace, "default");
-}
-
-/// Runs an example gateway as a process of its own (this binary in gateway mode), sends it
-/// 100 requests held by a slow cold start, then SIGTERM: every client gets a response.
-async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) -> Vec<u16> {
-    let port = runner::free_port();
-    let mut gateway = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--serve-gateway", example, "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--function-startup", startup, "--drain-budget", budget])
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+async fn a_large_request_body_streams_through_without_being_buffered() {
+    const SIZE: usize = 50 << 20;
+    const CHUNK: usize = 64 << 10;
+    let gateway = Gateway::start("axum_gateway", &[]).await;
     let client = client();
-    let up = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < up, "the gateway never listened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let (status, _) = get(&client, gateway.url("/function/hello-world")).await;
+    assert_eq!(status, 200);
+    let before = peak_rss_kib(gateway.pid());
+    let chunks = futures_util::stream::iter(
+        (0..SIZE / CHUNK).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![b'x'; CHUNK])))),
+    );
+    let req = Request::post(gateway.url("/function/hello-world/upload"))
+        .body(StreamBody::new(chunks).boxed_unsync())
+        .unwrap();
+    let (status, body) = send(&client, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        format!("Hello from hello-world! path=/upload received={SIZE} bytes\n")
+    );
+    let grew_mib = (peak_rss_kib(gateway.pid()) - before) / 1024;
+    println!("    gateway peak RSS grew by {grew_mib} MiB while 50 MiB passed through");
+    assert!(
+        grew_mib < 16,
+        "the gateway buffered the body: +{grew_mib} MiB"
+    );
+}
+
+async fn two_hundred_concurrent_requests_start_exactly_one_process() {
+    let file = temp("two-hundred");
+    let f = function(
+        "echo",
+        &format!("--startup-ms 300 --starts-file {}", file.display()),
+    );
+    let gateway = Gateway::start("axum_gateway", &["--function", &f]).await;
+    let client = client();
+    let started = Instant::now();
+    let answers = concurrent_gets(&client, 200, |i| {
+        gateway.url(&format!("/function/echo/{i}"))
+    })
+    .await;
+    for (i, (status, body)) in answers.into_iter().enumerate() {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with(&format!("echo GET /{i} body=0")), "{body}");
     }
-    // The example serves its metrics.
-    let (status, text) = get(&client, format!("http://{addr}/metrics")).await;
+    println!(
+        "    200 requests answered in {} ms after one cold start",
+        started.elapsed().as_millis()
+    );
+    assert_eq!(starts(&file).len(), 1, "exactly one process started");
+    let _ = std::fs::remove_file(file);
+}
+
+async fn an_unknown_function_is_404_and_an_invalid_one_400() {
+    let gateway = Gateway::start("axum_gateway", &[]).await;
+    let client = client();
+    let (status, body) = get(&client, gateway.url("/function/nobody")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, "function nobody.local not found\n");
+    let (status, _) = get(&client, gateway.url("/function/NoBody")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+async fn a_function_that_exits_at_once_gives_502_quickly() {
+    let f = function("crash", "--exit-at-once");
+    let gateway = Gateway::start("axum_gateway", &["--function", &f]).await;
+    let started = Instant::now();
+    let (status, body) = get(&client(), gateway.url("/function/crash")).await;
+    let took = started.elapsed();
+    println!("    502 after {} ms", took.as_millis());
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    // The provider's own text ("exited during start-up") is for the logs, not the client.
+    assert_eq!(
+        body,
+        "provider error for function crash.local: the provider call failed\n"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "reported at once, not polled: {took:?}"
+    );
+}
+
+async fn in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call() {
+    let faas = faas_provider::FaasServer::start().await;
+    faas.add(
+        "echo",
+        "openfaas-fn",
+        faas_provider::FakeFn {
+            startup: Duration::from_millis(200),
+            ..Default::default()
+        },
+    );
+    // The provider URL and credentials from the environment.
+    let url = format!("{}/", faas.url());
+    let env = [("OPENFAAS_URL", url.as_str()), ("OPENFAAS_TOKEN", "s3cret")];
+    let gateway = Gateway::start_with_env("axum_gateway", &[], &env).await;
+    let client = client();
+    let answers = concurrent_gets(&client, 20, |_| gateway.url("/function/echo/run?x=1")).await;
+    for (status, body) in answers {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body,
+            "echo via provider: /function/echo.openfaas-fn/run (0 bytes)"
+        );
+    }
+    assert_eq!(
+        faas.with(|s| s.scale_calls.len()),
+        1,
+        "exactly one scale call"
+    );
+    assert_eq!(faas.with(|s| s.invocations), 20);
+    assert!(faas
+        .with(|s| s.authorization.clone())
+        .iter()
+        .all(|a| a.as_deref() == Some("Bearer s3cret")));
+    let (status, _) = get(&client, gateway.url("/function/missing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+async fn the_hyper_gateway_serves_a_cold_start_too() {
+    let gateway = Gateway::start("hyper_gateway", &["--hello-startup", "100ms"]).await;
+    let client = client();
+    let (status, body) = get(&client, gateway.url("/function/hello-world")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::OK,
+            "Hello from hello-world! path=/ received=0 bytes\n"
+        )
+    );
+    assert_eq!(
+        get(&client, gateway.url("/healthz")).await,
+        (StatusCode::OK, "ok\n".to_string())
+    );
+    assert_eq!(get(&client, gateway.url("/function/nobody")).await.0, 404);
+}
+
+async fn bad_options_and_functions_are_refused_with_a_clear_message_and_status_2() {
+    let file = temp("bad.toml");
+    std::fs::write(
+        &file,
+        "[functions.a]\ncommand = \"sh\"\ncomand = \"typo\"\n",
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--frobnicate"], "unexpected argument '--frobnicate'"),
+        (vec!["--deadline", "soon"], "30s, 500ms, 1m"),
+        (vec!["--deadline", "0s"], "greater than zero"),
+        (vec!["--listen", "nowhere"], "invalid socket address"),
+        (vec!["--namespace", "Bad_NS"], "--namespace"),
+        (vec!["--function", "files"], "NAME=COMMAND"),
+        (vec!["--function", "Bad_Name=sh"], "function name"),
+        (
+            vec!["--function", "a=no-such-command-e2e"],
+            "not found in PATH",
+        ),
+        (
+            vec!["--functions-file", "/no/such/file.toml"],
+            "cannot read the functions file",
+        ),
+        (
+            vec!["--functions-file", &file_arg],
+            "line 3: unknown field `comand`",
+        ),
+        (vec!["--label-selector", "a=b"], "--kubernetes"),
+        (
+            vec!["--provider-url", "http://admin:hunter2@127.0.0.1:1"],
+            "carries credentials",
+        ),
+        (vec!["--provider-url", "ftp://x"], "http or https"),
+        (
+            vec!["--provider-url", "http://127.0.0.1:1", "--function", "a=sh"],
+            "for local functions",
+        ),
+        (vec!["--provider-user", "admin"], "--provider-password"),
+    ];
+    for (args, why) in cases {
+        let (code, text) = run_to_end("axum_gateway", &args, &[]);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains(why), "{args:?}: expected {why:?} in:\n{text}");
+        assert!(!text.contains("hunter2"), "a password echoed: {text}");
+    }
+    let _ = std::fs::remove_file(file);
+    let (code, help) = run_to_end("axum_gateway", &["--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--function <NAME=COMMAND>",
+        "--functions-file",
+        "--provider-url",
+        "[env: OPENFAAS_URL=]",
+        "--log-format",
+        "--trusted-proxy",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+}
+
+async fn your_own_functions_run_from_a_flag_and_from_a_file() {
+    // A newcomer's own HTTP server: Python's, port as an argument.
+    let dir = temp("site");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "hello from a python function\n").unwrap();
+    let flag = format!(
+        "site=python3 -m http.server {{port}} --bind 127.0.0.1 --directory '{}'",
+        dir.display()
+    );
+    // And one from a functions file: env, its own port variable, a readiness path.
+    let file = temp("functions.toml");
+    let exe = std::env::current_exe().unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            r#"[functions.greeter]
+command = "'{}' --test-function greeter"
+args = ["--port-env", "HTTP_PORT", "--greeting-from-env"]
+env = {{ GREETING = "howdy" }}
+port_env = "HTTP_PORT"
+readiness_path = "/ready"
+"#,
+            exe.display()
+        ),
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let gateway = Gateway::start(
+        "axum_gateway",
+        &["--function", &flag, "--functions-file", &file_arg],
+    )
+    .await;
+    let client = client();
+    let cold = Instant::now();
+    let (status, body) = get(&client, gateway.url("/function/site/")).await;
+    let cold = cold.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, "hello from a python function\n");
+    let warm = Instant::now();
+    let (status, _) = get(&client, gateway.url("/function/site/index.html")).await;
+    println!(
+        "    python3 -m http.server: cold {} ms, warm {:.1} ms",
+        cold.as_millis(),
+        warm.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(status, 200);
+    let (status, body) = get(&client, gateway.url("/function/greeter/hi")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("howdy GET /hi"), "{body}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(file);
+}
+
+async fn forwarded_headers_are_set_and_a_clients_own_replaced_unless_trusted() {
+    let f = function("echo", "");
+    let spoofed = |url: String| {
+        Request::get(url)
+            .header("x-forwarded-for", "6.6.6.6")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "bank.example")
+            .header("forwarded", "for=6.6.6.6")
+            .body(full(Bytes::new()))
+            .unwrap()
+    };
+    let client = client();
+    let gateway = Gateway::start("axum_gateway", &["--function", &f]).await;
+    let (status, body) = send(&client, spoofed(gateway.url("/function/echo/h"))).await;
+    assert_eq!(status, 200, "{body}");
+    let host = gateway.addr.to_string();
+    assert!(
+        body.contains(&format!("xff=127.0.0.1 proto=http host={host} forwarded=-")),
+        "{body}"
+    );
+    drop(gateway);
+    // Behind a trusted proxy (this test, on 127.0.0.1): its headers are kept and extended.
+    for example_name in ["axum_gateway", "hyper_gateway"] {
+        let gateway = Gateway::start(
+            example_name,
+            &["--function", &f, "--trusted-proxy", "127.0.0.1"],
+        )
+        .await;
+        let (status, body) = send(&client, spoofed(gateway.url("/function/echo/h"))).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("xff=6.6.6.6, 127.0.0.1 proto=https host=bank.example"),
+            "{example_name}: {body}"
+        );
+    }
+}
+
+async fn a_websocket_upgrade_is_held_while_cold_then_echoes() {
+    for example_name in ["axum_gateway", "hyper_gateway"] {
+        let f = function("ws", "--startup-ms 300");
+        let gateway = Gateway::start(example_name, &["--function", &f]).await;
+        let url = format!("ws://{}/function/ws/socket", gateway.addr);
+        let connecting = Instant::now();
+        let (mut socket, response) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let held = connecting.elapsed();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert!(held >= Duration::from_millis(300), "not held: {held:?}");
+        for text in ["hello", "again"] {
+            socket.send(text.into()).await.unwrap();
+            let echoed = socket.next().await.unwrap().unwrap();
+            assert_eq!(
+                echoed.into_text().unwrap().as_str(),
+                format!("echo: {text}")
+            );
+        }
+        socket.close(None).await.unwrap();
+        println!(
+            "    {example_name}: upgrade held {} ms, then echoed",
+            held.as_millis()
+        );
+    }
+}
+
+async fn a_chunked_get_and_delete_keep_their_bodies() {
+    let f = function("echo", "");
+    let gateway = Gateway::start("axum_gateway", &["--function", &f]).await;
+    let client = client();
+    for method in [http::Method::GET, http::Method::DELETE] {
+        // A body of unknown length, sent chunked (hyper's client, like the gateway's, sends a
+        // GET's body only when told how).
+        let chunks = futures_util::stream::iter(
+            ["abc", "defg"].map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c)))),
+        );
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(gateway.url("/function/echo/x"))
+            .header("transfer-encoding", "chunked")
+            .body(StreamBody::new(chunks).boxed_unsync())
+            .unwrap();
+        let (status, body) = send(&client, req).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.starts_with(&format!("echo {method} /x body=7")),
+            "{body}"
+        );
+    }
+}
+
+async fn logs_follow_rust_log_without_colours_off_a_terminal_and_as_json_on_request() {
+    for (format, env_log) in [("text", "info"), ("json", "info"), ("text", "warn")] {
+        let port = runner::free_port();
+        let child = Command::new(example("axum_gateway"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-format",
+                format,
+            ])
+            .env("RUST_LOG", env_log)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let up = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < up);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = get(&client(), format!("http://{addr}/function/hello-world")).await;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let output = child.wait_with_output().unwrap();
+        let logs = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !logs.contains('\u{1b}'),
+            "ANSI escapes off a terminal:\n{logs}"
+        );
+        match (format, env_log) {
+            ("json", _) => {
+                assert!(logs.contains("function scaled 0 → 1"), "{logs}");
+                for line in logs.lines() {
+                    let value: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    assert!(
+                        value["level"].is_string() && value["fields"].is_object(),
+                        "{line}"
+                    );
+                }
+            }
+            (_, "warn") => assert!(!logs.contains("INFO"), "RUST_LOG=warn ignored:\n{logs}"),
+            _ => assert!(
+                logs.contains("INFO") && logs.contains("function scaled 0 → 1"),
+                "{logs}"
+            ),
+        }
+    }
+}
+
+/// Runs an example gateway, sends it 100 requests held by a slow cold start, then SIGTERM:
+/// every client gets a response.
+async fn sigterm_with_held_requests(example_name: &str, startup: &str, budget: &str) -> Vec<u16> {
+    let mut gateway = Gateway::start(
+        example_name,
+        &["--hello-startup", startup, "--drain-budget", budget],
+    )
+    .await;
+    let client = client();
+    let (status, text) = get(&client, gateway.url("/metrics")).await;
     assert_eq!(status, 200, "{text}");
     let requests: Vec<_> = (0..100)
         .map(|_| {
             let client = client.clone();
+            let req = Request::get(gateway.url("/function/hello-world"))
+                .body(full(Bytes::new()))
+                .unwrap();
             tokio::spawn(async move {
-                let req = Request::get(format!("http://{addr}/function/hello-world"))
-                    .body(common::full(Bytes::new()))
-                    .unwrap();
                 match client.request(req).await {
                     Ok(response) => response.status().as_u16(),
                     Err(_) => 0, // no response at all
@@ -420,8 +621,8 @@ async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) 
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &gateway.id().to_string()])
+    let status = Command::new("kill")
+        .args(["-TERM", &gateway.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -435,7 +636,7 @@ async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) 
     }
     let exited = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(status) = gateway.try_wait().unwrap() {
+        if let Some(status) = gateway.child.try_wait().unwrap() {
             assert!(status.success(), "the gateway exited with {status}");
             break;
         }
@@ -450,32 +651,31 @@ async fn sigterm_with_held_requests(example: &str, startup: &str, budget: &str) 
 
 async fn sigterm_answers_every_held_request_of_the_axum_gateway() {
     // The cold start outlasts the drain budget: all 100 are answered 503, none dropped.
-    let statuses = sigterm_with_held_requests("axum", "10s", "1s").await;
+    let statuses = sigterm_with_held_requests("axum_gateway", "10s", "1s").await;
     assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
     // A cold start that ends within the budget: all 100 are served.
-    let statuses = sigterm_with_held_requests("axum", "500ms", "10s").await;
+    let statuses = sigterm_with_held_requests("axum_gateway", "500ms", "10s").await;
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
 
 async fn sigterm_answers_every_held_request_of_the_hyper_gateway() {
-    let statuses = sigterm_with_held_requests("hyper", "10s", "1s").await;
+    let statuses = sigterm_with_held_requests("hyper_gateway", "10s", "1s").await;
     assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
-    let statuses = sigterm_with_held_requests("hyper", "500ms", "10s").await;
+    let statuses = sigterm_with_held_requests("hyper_gateway", "500ms", "10s").await;
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
 }
 
 async fn metrics_after_a_cold_start_are_served_at_slash_metrics() {
-    let mut gateway = Gateway::local(&options("metered"), [("hello", function("hello", 50))]);
-    gateway.metrics = Some(common::metrics());
-    let addr = serve_axum(Arc::new(gateway)).await;
+    let f = function("hello", "--startup-ms 50");
+    let gateway = Gateway::start(
+        "axum_gateway",
+        &["--namespace", "metered", "--function", &f],
+    )
+    .await;
     let client = client();
-    let (status, _) = get(&client, format!("http://{addr}/function/hello")).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        get(&client, format!("http://{addr}/function/nope")).await.0,
-        404
-    );
-    let (status, text) = get(&client, format!("http://{addr}/metrics")).await;
+    assert_eq!(get(&client, gateway.url("/function/hello")).await.0, 200);
+    assert_eq!(get(&client, gateway.url("/function/nope")).await.0, 404);
+    let (status, text) = get(&client, gateway.url("/metrics")).await;
     assert_eq!(status, 200);
     let value = |prefix: &str| -> f64 {
         text.lines()
@@ -510,46 +710,34 @@ async fn metrics_after_a_cold_start_are_served_at_slash_metrics() {
         !text.contains("nope"),
         "an unknown function became a label value"
     );
-    println!(
-        "    /metrics after a cold start:\n{}",
-        text.lines()
-            .filter(|l| l.contains("hello.metered") && !l.contains("_bucket"))
-            .map(|l| format!("      {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
 
-async fn the_bundled_function_stops_when_idle_and_starts_again() {
-    let options =
-        Options::parse(["--namespace", "idle", "--scale-to-zero-after", "1s"].map(String::from))
-            .unwrap();
-    let gateway = Arc::new(Gateway::from_options(&options).await.unwrap());
-    let provider = local_provider(&gateway);
-    let addr = serve_axum(Arc::clone(&gateway)).await;
+async fn an_idle_function_is_stopped_and_started_again() {
+    let file = temp("idle");
+    let f = function("idler", &format!("--starts-file {}", file.display()));
+    let gateway = Gateway::start(
+        "axum_gateway",
+        &["--function", &f, "--scale-to-zero-after", "1s"],
+    )
+    .await;
     let client = client();
-    let url = format!("http://{addr}/function/hello-world");
-    assert_eq!(get(&client, url.clone()).await.0, 200);
-    let id = tower_scale_from_zero::FunctionId::new("hello-world", "idle").unwrap();
-    let first = provider.upstream(&id).unwrap();
-    assert_eq!(provider.starts(), 1);
+    assert_eq!(get(&client, gateway.url("/function/idler")).await.0, 200);
+    let first = starts(&file);
+    assert_eq!(first.len(), 1);
+    let port_addr: SocketAddr = format!("127.0.0.1:{}", first[0]).parse().unwrap();
     // Idle for 1 s (plus a check interval of 100 ms): the process is stopped.
     assert!(
-        closes_within(first, Duration::from_secs(5)).await,
+        closes_within(port_addr, Duration::from_secs(5)).await,
         "the idle function's process was not stopped"
     );
-    assert!(provider.upstream(&id).is_none());
     // The next request starts it again.
-    assert_eq!(get(&client, url).await.0, 200);
-    assert_eq!(provider.starts(), 2);
+    assert_eq!(get(&client, gateway.url("/function/idler")).await.0, 200);
+    assert_eq!(starts(&file).len(), 2);
+    let _ = std::fs::remove_file(file);
 }
 
 async fn dot_segments_after_the_function_name_are_refused_before_forwarding() {
-    let gateway = Arc::new(Gateway::local(
-        &options("dots"),
-        [("hello-world", function("hello-world", 0))],
-    ));
-    let addr = serve_axum(gateway).await;
+    let gateway = Gateway::start("axum_gateway", &[]).await;
     let client = client();
     for path in [
         "/function/hello-world/../../system/functions",
@@ -558,53 +746,158 @@ async fn dot_segments_after_the_function_name_are_refused_before_forwarding() {
         "/function/hello-world/a/%2E%2e",
         "/function/hello-world/..",
     ] {
-        let (status, body) = get(&client, format!("http://{addr}{path}")).await;
+        let (status, body) = get(&client, gateway.url(path)).await;
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body.contains("segment"), "{path}: {body}");
     }
     // Dots inside a segment are fine.
     let (status, body) = get(
         &client,
-        format!("http://{addr}/function/hello-world/a..b/.well-known"),
+        gateway.url("/function/hello-world/a..b/.well-known"),
     )
     .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("path=/a..b/.well-known"), "{body}");
 }
 
-fn main() {
+/// Function mode: `--test-function NAME [--startup-ms N] [--starts-file F] [--port-env VAR]
+/// [--greeting-from-env] [--exit-at-once]`. Answers
+/// `NAME METHOD PATH body=N xff=.. proto=.. host=.. forwarded=..`; echoes WebSocket messages
+/// as `echo: TEXT`; `/ready` answers 200.
+fn function_mode() -> bool {
     let args: Vec<String> = std::env::args().collect();
-    if common::run_function_if_asked(&args) {
-        return;
+    if args.get(1).map(String::as_str) != Some("--test-function") {
+        return false;
     }
-    // Gateway mode, for the SIGTERM tests: `--serve-gateway axum|hyper [options]`.
-    if args.get(1).map(String::as_str) == Some("--serve-gateway") {
-        let example = args[2].clone();
-        let gateway_args: Vec<String> = std::iter::once(args[0].clone())
-            .chain(args[3..].iter().cloned())
-            .collect();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        match example.as_str() {
-            "axum" => runtime.block_on(axum_gateway::serve(gateway_args)),
-            "hyper" => runtime.block_on(hyper_gateway::serve(gateway_args)),
-            other => panic!("no example gateway {other}"),
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let has = |name: &str| args.iter().any(|a| a == name);
+    let mut name = args[2].clone();
+    if has("--exit-at-once") {
+        eprintln!("{name}: exiting at once");
+        std::process::exit(3);
+    }
+    if has("--greeting-from-env") {
+        name = std::env::var("GREETING").unwrap();
+    }
+    let var = flag("--port-env").unwrap_or_else(|| "PORT".into());
+    let port: u16 = std::env::var(&var).unwrap().parse().unwrap();
+    if let Some(file) = flag("--starts-file") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .unwrap();
+        writeln!(file, "{port}").unwrap();
+    }
+    let startup = flag("--startup-ms").map_or(Duration::ZERO, |v| {
+        Duration::from_millis(v.parse().unwrap())
+    });
+    // Die with the gateway: it holds our stdin open for as long as it lives.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        tokio::time::sleep(startup).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name: Arc<str> = name.into();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let name = Arc::clone(&name);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| answer(Arc::clone(&name), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
         }
+    });
+    true
+}
+
+async fn answer(
+    name: Arc<str>,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    if let Some(key) = req.headers().get("sec-websocket-key") {
+        let accept = derive_accept_key(key.as_bytes());
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let io = TokioIo::new(upgrade.await.unwrap());
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            while let Some(Ok(message)) = ws.next().await {
+                if message.is_text() {
+                    let reply = format!("echo: {}", message.into_text().unwrap());
+                    let _ = ws.send(reply.into()).await;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .map_or("-".to_string(), |v| v.to_str().unwrap().to_string())
+    };
+    let line = format!(
+        "{} {} {} body={{}} xff={} proto={} host={} forwarded={}",
+        name,
+        req.method(),
+        req.uri().path(),
+        header("x-forwarded-for"),
+        header("x-forwarded-proto"),
+        header("x-forwarded-host"),
+        header("forwarded"),
+    );
+    let body = req.into_body().collect().await?.to_bytes();
+    Ok(Response::new(Full::new(Bytes::from(
+        line.replace("{}", &body.len().to_string()) + "\n",
+    ))))
+}
+
+fn main() {
+    if gateway_kit::hello::run_if_asked() || function_mode() {
         return;
     }
-    // Streaming first: it reads the process's peak memory.
-    let tests: [runner::Test; 13] = runner::tests![
+    // Streaming first: it reads the gateway's peak memory.
+    let tests: [runner::Test; 17] = runner::tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
         a_function_that_exits_at_once_gives_502_quickly,
         in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call,
         the_hyper_gateway_serves_a_cold_start_too,
-        the_process_provider_stops_processes_on_scale_to_zero_and_on_drop,
-        gateway_options_are_checked_with_clear_messages,
+        bad_options_and_functions_are_refused_with_a_clear_message_and_status_2,
+        your_own_functions_run_from_a_flag_and_from_a_file,
+        forwarded_headers_are_set_and_a_clients_own_replaced_unless_trusted,
+        a_websocket_upgrade_is_held_while_cold_then_echoes,
+        a_chunked_get_and_delete_keep_their_bodies,
+        logs_follow_rust_log_without_colours_off_a_terminal_and_as_json_on_request,
         sigterm_answers_every_held_request_of_the_axum_gateway,
         sigterm_answers_every_held_request_of_the_hyper_gateway,
         metrics_after_a_cold_start_are_served_at_slash_metrics,
-        the_bundled_function_stops_when_idle_and_starts_again,
+        an_idle_function_is_stopped_and_started_again,
         dot_segments_after_the_function_name_are_refused_before_forwarding,
     ];
     let runtime = tokio::runtime::Runtime::new().unwrap();

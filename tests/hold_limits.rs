@@ -1,4 +1,5 @@
 //! Hold queues are bounded: past the limit a request gets 503 with `Retry-After`.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Hostile names get 400 and leave no trace: no provider call, no cache entry, no flight.
+#![cfg(feature = "test-util")]
 
 mod common;
 

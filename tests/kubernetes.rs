@@ -8,11 +8,7 @@
 //!
 //! `harness = false`: the function process of the end-to-end test is this same binary, and
 //! the API server restart test must run alone, last.
-#![allow(clippy::duplicate_mod)]
 
-#[allow(dead_code)]
-#[path = "../examples/axum_gateway.rs"]
-mod axum_gateway;
 #[path = "support/runner.rs"]
 mod runner;
 
@@ -27,7 +23,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum_gateway::common::{self, Gateway, Options};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{Request, Response, StatusCode};
@@ -946,23 +941,38 @@ async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function
     let port = runner::free_port();
     deploy(&admin, &ns, "hello", 0, true, port).await;
     let writes = ScaleWrites::watch(&admin, &ns, "hello").await;
-    let options = Options::parse(
-        [
-            "--kubernetes",
-            "--namespace",
-            &ns,
-            "--endpoint-template",
-            "http://127.0.0.1:{port}",
-        ]
-        .map(String::from),
-    )
-    .unwrap();
-    // KUBECONFIG is the admin's, set in `main`.
-    let gateway = Arc::new(Gateway::from_options(&options).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = axum_gateway::router(gateway);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The example as a user runs it (the binary `cargo test --all-features` builds), finding
+    // the server through KUBECONFIG (the admin's, set in `main`).
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/axum_gateway");
+    assert!(
+        example.exists(),
+        "{} is missing: build the examples",
+        example.display()
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", runner::free_port())
+        .parse()
+        .unwrap();
+    let mut gateway = Command::new(example)
+        .args(["--kubernetes", "--namespace", &ns, "--endpoint-template"])
+        .arg("http://127.0.0.1:{port}")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(gateway.try_wait().unwrap().is_none(), "the gateway exited");
+        assert!(Instant::now() < up, "the gateway never listened");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
@@ -1002,7 +1012,8 @@ async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function
         .unwrap();
     let _ = function.kill();
     let _ = function.wait();
-    server.abort();
+    let _ = gateway.kill();
+    let _ = gateway.wait();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("Hello from hello! path=/greet"), "{body}");
     assert_eq!(writes.counts(), vec![0, 1]);
@@ -1137,7 +1148,8 @@ async fn held_requests_survive_an_api_server_restart_and_410_gone() {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if common::run_function_if_asked(&args) {
+    if args.get(1).map(String::as_str) == Some("--serve-function") {
+        assert!(gateway_kit::hello::run_if_asked());
         return;
     }
     let tests: [runner::Test; 13] = runner::tests![

@@ -1,5 +1,6 @@
 //! What the metrics say after cold starts, refusals and provider calls; and that unknown or
 //! invalid names never become label values.
+#![cfg(feature = "test-util")]
 
 mod common;
 

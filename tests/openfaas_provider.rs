@@ -1,4 +1,5 @@
 //! `OpenFaasProvider` against a local server that implements the OpenFaaS provider API.
+#![cfg(feature = "openfaas")]
 
 #[path = "support/faas_provider.rs"]
 mod faas_provider;

@@ -288,6 +288,8 @@ fn function_mode(args: &[String]) -> bool {
         let mut intruder = std::process::Command::new(exe());
         intruder.args(["--serve", "intruder"]);
         std::os::unix::process::CommandExt::process_group(&mut intruder, 0);
+        // Detached on purpose: it must outlive this process; the test kills it.
+        #[allow(clippy::zombie_processes)]
         let intruder = intruder
             .env("PORT", &port)
             .stdin(std::process::Stdio::null())

@@ -10,6 +10,7 @@
 //!
 //! `PROPERTY_SEEDS=N` runs N seeds (default 5 000); `PROPERTY_SEED=S` runs only seed S. A
 //! failure prints its seed.
+#![cfg(feature = "test-util")]
 
 mod common;
 

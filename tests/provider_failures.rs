@@ -1,5 +1,6 @@
 //! Providers that hang, error, lie or panic: the client gets a distinct status, in time, and
 //! the request is never forwarded after giving up.
+#![cfg(feature = "test-util")]
 
 mod common;
 

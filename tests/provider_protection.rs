@@ -1,6 +1,7 @@
 //! The provider is protected: a cap on calls under way for all functions together, a bounded
 //! queue whose wait counts against the call timeout, and retries that back off exponentially
 //! with jitter, so an outage does not turn into a storm of calls.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! A provider that pushes readiness releases that function's held requests at once, not at the
 //! next poll, whatever the cache settings; pushes for other functions never touch its flight.
+#![cfg(feature = "test-util")]
 
 mod common;
 

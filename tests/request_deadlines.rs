@@ -1,5 +1,6 @@
 //! Every held request gets the full readiness deadline from its own arrival, and its 504 says
 //! how long it waited.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Scale to zero (opt-in): activity counts until the response body ends, idle functions go to
 //! zero, and a scale-down never races a scale-up. Paused time throughout.
+#![cfg(feature = "test-util")]
 
 mod common;
 

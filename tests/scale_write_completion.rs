@@ -1,5 +1,6 @@
 //! A `set_replicas` that has been sent runs to its own end even when every waiter has left, and
 //! a later request does not send a second one.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The tower contract: `poll_ready` is honoured, and a request held for a cold start keeps no
 //! inner readiness slot.
+#![cfg(feature = "test-util")]
 
 mod common;
 

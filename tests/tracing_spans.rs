@@ -1,5 +1,6 @@
 //! The spans a cold start leaves: one `cold_start` per flight, with the provider calls inside
 //! it, and every waiting request's span following from it.
+#![cfg(feature = "test-util")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! "Ready" is not always "routable" yet: held requests are marked with [`ColdStart`] so the
 //! forwarding service can retry a refused first connection, and it can evict the function's
 //! cache entry so the next request checks the provider again.
+#![cfg(feature = "test-util")]
 
 mod common;
 

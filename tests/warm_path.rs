@@ -1,4 +1,5 @@
 //! Warm functions: a fresh cache entry sends the request straight to the inner service.
+#![cfg(feature = "test-util")]
 
 mod common;
 

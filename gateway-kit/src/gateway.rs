@@ -1,0 +1,166 @@
+//! What a gateway's routes need besides its HTTP server: the platform, the layer, and a
+//! `forward` for requests to `/function/...`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
+use tower_scale_from_zero::{ColdStart, FunctionScaler, ScaleFromZeroLayer};
+
+use crate::cli::Options;
+use crate::platform::{self, Base, Platform};
+use crate::proxy::{text, BoxError, Forward, Proxy, ProxyBody};
+
+/// A gateway's state, shared by its routes.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    platform: Platform,
+    extractor: OpenFaasPath,
+    proxy: Proxy,
+    deadline: Duration,
+    drain_budget: Duration,
+    metrics: Option<PrometheusHandle>,
+}
+
+impl Gateway {
+    /// The gateway `options` describe, with the process-wide Prometheus recorder.
+    pub async fn from_options(options: &Options) -> Result<Self, String> {
+        let platform = Platform::from_options(options).await?;
+        let tls = platform::tls_config(options.tls_roots, options.provider_ca_file.as_deref())?;
+        let proxy = Proxy::new(tls, options.trusted_proxies.clone());
+        Ok(Self::new(platform, proxy, options).with_metrics(crate::metrics::install()))
+    }
+
+    /// A gateway over `platform` (benchmarks build their own).
+    pub fn new(platform: Platform, proxy: Proxy, options: &Options) -> Self {
+        Self {
+            platform,
+            extractor: OpenFaasPath::new().default_namespace(options.namespace().to_owned()),
+            proxy,
+            deadline: options.deadline,
+            drain_budget: options.drain_budget,
+            metrics: None,
+        }
+    }
+
+    /// Serves `/metrics` from `handle`.
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// The scale-from-zero layer: held requests are marked, so their first forward may retry
+    /// a refused connection.
+    pub fn layer(&self) -> ScaleFromZeroLayer<OpenFaasPath> {
+        ScaleFromZeroLayer::new(self.platform.scaler.clone())
+            .extractor(self.extractor.clone())
+            .mark_cold_starts(true)
+    }
+
+    /// The scaler (for draining).
+    pub fn scaler(&self) -> &FunctionScaler {
+        &self.platform.scaler
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// The readiness deadline.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// How long held requests may wait once shutdown starts.
+    pub fn drain_budget(&self) -> Duration {
+        self.drain_budget
+    }
+
+    /// Forwards a request for a (ready) function, from the client at `peer`. Paths with `.`
+    /// or `..` segments after the function name are refused (400); an upstream that refuses
+    /// the connection takes the function out of the scaler's cache, so the next request
+    /// checks the platform again.
+    pub async fn forward<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(target) = self.extractor.extract(&req) else {
+            return text(StatusCode::NOT_FOUND, "not a function path\n");
+        };
+        let Ok(id) = target.as_function_ref().to_function_id() else {
+            return text(StatusCode::BAD_REQUEST, "invalid function name\n");
+        };
+        let path = req.uri().path();
+        let rest = path
+            .strip_prefix("/function/")
+            .and_then(|after| after.find('/').map(|i| &after[i..]))
+            .unwrap_or("");
+        // `.` and `..` (also percent-encoded) would let a client step out of the function's
+        // path on the upstream, with its credentials: refused before anything is forwarded.
+        if rest.split('/').any(is_dot_segment) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "path segments . and .. are not allowed after the function name\n",
+            );
+        }
+        let query = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let upstream = match self.platform.base(&id).await {
+            Ok(Base::Direct(base)) => {
+                let rest = if rest.is_empty() { "/" } else { rest };
+                format!("{base}{rest}{query}")
+            }
+            Ok(Base::Routed(base)) => format!(
+                "{base}/function/{}.{}{rest}{query}",
+                id.name(),
+                id.namespace()
+            ),
+            Err((status, message)) => return text(status, &message),
+        };
+        let Ok(upstream) = upstream.parse() else {
+            return text(StatusCode::BAD_REQUEST, "cannot build the upstream URL\n");
+        };
+        let held = req.extensions().get::<ColdStart>().is_some();
+        let forward = Forward::to(upstream).from(peer).retry_refused(held);
+        match self.proxy.forward(req, forward).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.is_refused() {
+                    // Ready was not routable (or no longer is): look again next time.
+                    self.platform.scaler.evict(id.as_function_ref());
+                }
+                err.into_response()
+            }
+        }
+    }
+
+    /// `GET /metrics`: the Prometheus text format.
+    pub fn metrics_response(&self) -> Response<ProxyBody> {
+        match &self.metrics {
+            Some(handle) => {
+                let mut response = Response::new(crate::proxy::full(handle.render()));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "metrics are not enabled\n"),
+        }
+    }
+}
+
+/// `.` or `..`, written plainly or percent-encoded (`%2e`, `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+    decoded == "." || decoded == ".."
+}
