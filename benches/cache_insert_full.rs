@@ -4,7 +4,7 @@
 //! cache does not hold, into a cache full of fresh entries: what a spray of random valid
 //! names does. Time is per insert.
 //!
-//! `cargo bench --bench cache_insert_full`
+//! `cargo bench --all-features --bench cache_insert_full`
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! and moka's `get_with`. Reported time is per caller (total / N). Provider calls are counted
 //! and asserted in every iteration: 1 for the coalescers, N for no coalescing.
 //!
-//! `cargo bench --bench coalescing`
+//! `cargo bench --all-features --bench coalescing`
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Cold cycle: miss → flight → provider → cache → hit, with an instant in-memory provider.
 //! Between iterations (untimed) the function is scaled back to zero and the cache cleared.
 //!
-//! `cargo bench --bench cold_cycle`
+//! `cargo bench --all-features --bench cold_cycle`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! with the heap before the calls. The requests themselves are built before the baseline; the
 //! bytes a held request moves into its boxed future are reported separately.
 //!
-//! `cargo bench --bench held_memory`
+//! `cargo bench --all-features --bench held_memory`
 
 #[path = "support/mod.rs"]
 mod support;

@@ -1,7 +1,7 @@
 //! What the idle reaper costs: one look for idle functions among 10 000 tracked (none due),
 //! as it makes every `idle_check_interval` (10 s by default).
 //!
-//! `cargo bench --bench idle_reaper`
+//! `cargo bench --all-features --bench idle_reaper`
 
 #[path = "support/mod.rs"]
 mod support;

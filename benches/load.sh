@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Gateway load on 127.0.0.1, bounded in time.
 #
-#   benches/load.sh [warm]   wrk against (a) the upstream directly, (b) the axum example
-#                            gateway without the layer, (c) the same gateway with the layer
-#                            and a warm function; rounds alternate a/b/c, medians reported.
+#   benches/load.sh [warm]   wrk against (a) the upstream directly, (b) the gateway of
+#                            benches/gateway_load.rs (the axum example's router and proxy)
+#                            without the layer, (c) the same gateway with the layer and a warm
+#                            function; rounds alternate a/b/c, medians reported.
 #   benches/load.sh cold     1 000 concurrent requests at a cold function with a 500 ms
-#                            start-up (cargo bench --bench cold_burst).
+#                            start-up (cargo bench --all-features --bench cold_burst).
 #   benches/load.sh first    a real cold start end to end: a fresh axum example gateway,
 #                            one curl to the bundled hello-world (process start included),
 #                            then one warm curl; RUNS times (default 11), medians reported.
@@ -17,12 +18,12 @@ cd "$(dirname "$0")/.."
 
 mode=${1:-warm}
 if [ "$mode" = cold ]; then
-  exec cargo bench --bench cold_burst
+  exec cargo bench --all-features --bench cold_burst
 fi
 if [ "$mode" = first ]; then
   RUNS=${RUNS:-11}
   command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
-  cargo build --release --example axum_gateway
+  cargo build --release --features process,openfaas --example axum_gateway
   BIN=target/release/examples/axum_gateway
   PORT=18193
   cold=() warm=()
@@ -49,8 +50,9 @@ ROUNDS=${ROUNDS:-3}
 if ! command -v wrk >/dev/null; then
   apt-get update -qq && apt-get install -y -qq wrk >/dev/null
 fi
-cargo build --release --example axum_gateway
+cargo build --release --features process,openfaas --example axum_gateway
 BIN=target/release/examples/axum_gateway
+GW=$(cargo bench --all-features --bench gateway_load --no-run 2>&1 | grep -o 'target/release/deps/gateway_load-[a-f0-9]*' | head -1)
 
 UP=18190 BARE=18191 LAYER=18192
 PIDS=()
@@ -68,10 +70,10 @@ sleep 3600 >"$LIFELINE" 2>/dev/null </dev/null &
 PIDS+=($!)
 PORT=$UP "$BIN" --serve-function hello-world --startup-ms 0 <"$LIFELINE" >/dev/null 2>&1 &
 PIDS+=($!)
-"$BIN" --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$UP --without-scale-from-zero \
+"$GW" --listen 127.0.0.1:$BARE --upstream 127.0.0.1:$UP --without-scale-from-zero \
   </dev/null >/dev/null 2>&1 &
 PIDS+=($!)
-"$BIN" --listen 127.0.0.1:$LAYER --upstream 127.0.0.1:$UP </dev/null >/dev/null 2>&1 &
+"$GW" --listen 127.0.0.1:$LAYER --upstream 127.0.0.1:$UP </dev/null >/dev/null 2>&1 &
 PIDS+=($!)
 
 wait_port() {

@@ -3,7 +3,7 @@
 //! `ScaleFromZero` service on a 2-worker runtime; polling is set to an hour so only the push
 //! can release them.
 //!
-//! `cargo bench --bench release`
+//! `cargo bench --all-features --bench release`
 
 #[path = "support/mod.rs"]
 mod support;

@@ -1,7 +1,7 @@
 //! Warm path: the same trivial inner service called bare and wrapped in `ScaleFromZero` with a
 //! cache hit; single-threaded, and with 2 threads on one function or on 1 000 functions.
 //!
-//! `cargo bench --bench warm_path`
+//! `cargo bench --all-features --bench warm_path`
 
 #[path = "support/mod.rs"]
 mod support;

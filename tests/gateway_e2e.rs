@@ -760,6 +760,80 @@ async fn dot_segments_after_the_function_name_are_refused_before_forwarding() {
     assert!(body.contains("path=/a..b/.well-known"), "{body}");
 }
 
+/// The README's table of the examples' options, generated from `--help`: one row per option
+/// (flag, environment variable, default, meaning).
+fn flags_table(help: &str) -> String {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim();
+        if line.starts_with("  ") && trimmed.starts_with('-') && !line.starts_with("          ") {
+            let flag = trimmed.rsplit(", ").next().unwrap().to_owned();
+            rows.push([
+                format!("`{flag}`"),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        }
+        let Some(row) = rows.last_mut() else { continue };
+        if trimmed.is_empty() || trimmed == "Possible values:" {
+            continue;
+        }
+        if let Some(env) = trimmed
+            .strip_prefix("[env: ")
+            .and_then(|e| e.strip_suffix(']'))
+        {
+            row[1] = format!("`{}`", env.trim_end_matches('='));
+        } else if let Some(default) = trimmed
+            .strip_prefix("[default: ")
+            .and_then(|d| d.strip_suffix(']'))
+        {
+            row[2] = format!("`{default}`");
+        } else if let Some(value) = trimmed.strip_prefix("- ") {
+            let (name, meaning) = value.split_once(": ").unwrap_or((value, ""));
+            row[3].push_str(&format!("; `{name}`: {meaning}"));
+        } else {
+            if !row[3].is_empty() {
+                row[3].push(' ');
+            }
+            row[3].push_str(trimmed);
+        }
+    }
+    let mut table =
+        String::from("| option | environment | default | meaning |\n|---|---|---|---|\n");
+    for [flag, env, default, meaning] in rows {
+        let meaning = meaning.replace('|', "\\|");
+        table.push_str(&format!("| {flag} | {env} | {default} | {meaning} |\n"));
+    }
+    table
+}
+
+async fn the_readme_lists_every_option_as_help_does() {
+    let (code, help) = run_to_end("axum_gateway", &["--help"], &[]);
+    assert_eq!(code, 0);
+    let table = flags_table(&help);
+    let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(readme_path).unwrap();
+    let (begin, end) = (
+        "<!-- flags:begin (generated from --help) -->\n",
+        "<!-- flags:end -->",
+    );
+    let start = readme.find(begin).expect("the README has a flags table") + begin.len();
+    let stop = readme[start..].find(end).unwrap() + start;
+    if readme[start..stop] != table {
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+            std::fs::write(readme_path, updated).unwrap();
+        } else {
+            panic!(
+                "the README's flags table differs from --help; regenerate it with \
+                    UPDATE_README=1 cargo test --all-features --test gateway_e2e readme\n{table}"
+            );
+        }
+    }
+}
+
 /// Function mode: `--test-function NAME [--startup-ms N] [--starts-file F] [--port-env VAR]
 /// [--greeting-from-env] [--exit-at-once]`. Answers
 /// `NAME METHOD PATH body=N xff=.. proto=.. host=.. forwarded=..`; echoes WebSocket messages
@@ -881,7 +955,7 @@ fn main() {
         return;
     }
     // Streaming first: it reads the gateway's peak memory.
-    let tests: [runner::Test; 17] = runner::tests![
+    let tests: [runner::Test; 18] = runner::tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
@@ -899,6 +973,7 @@ fn main() {
         metrics_after_a_cold_start_are_served_at_slash_metrics,
         an_idle_function_is_stopped_and_started_again,
         dot_segments_after_the_function_name_are_refused_before_forwarding,
+        the_readme_lists_every_option_as_help_does,
     ];
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let passed = runner::run(&runtime, &tests, Duration::from_secs(60));

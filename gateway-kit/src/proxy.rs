@@ -156,12 +156,17 @@ impl Proxy {
         let retry = forward.retry_refused && !has_body;
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
         let mut pauses = REFUSED_PAUSES.iter();
+        let mut headers = Some(headers);
         loop {
             let mut request = Request::new(body.take().unwrap_or_else(empty));
             *request.method_mut() = parts.method.clone();
             *request.uri_mut() = forward.upstream.clone();
             *request.version_mut() = Version::HTTP_11;
-            *request.headers_mut() = headers.clone();
+            // Kept for another try only when one may follow.
+            *request.headers_mut() = match (retry, &headers) {
+                (true, Some(headers)) => headers.clone(),
+                _ => headers.take().unwrap_or_default(),
+            };
             match self.client.request(request).await {
                 Ok(response) => return Ok(respond(response, upgrade.map(|(_, on)| on))),
                 Err(err) => {
