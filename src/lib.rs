@@ -88,7 +88,7 @@ pub mod telemetry;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 
-pub use activity::ActivityStore;
+pub use activity::{ActivityStore, UpgradeActivity};
 pub use body::ResponseBody;
 pub use cache::{FunctionCacher, TtlCache};
 pub use config::ScalingConfig;

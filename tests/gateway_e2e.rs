@@ -42,24 +42,6 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// The example binary `name`, as `cargo test` built it beside this test.
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: the end-to-end tests run the examples `cargo test --all-features` builds",
-        path.display()
-    );
-    path
-}
-
 /// `--function` for this binary in function mode: `NAME=<exe> --test-function NAME ARGS`.
 fn function(name: &str, args: &str) -> String {
     let exe = std::env::current_exe().unwrap();
@@ -86,7 +68,7 @@ impl Gateway {
     async fn start_with_env(example_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = runner::free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(example(example_name))
+        let child = Command::new(runner::example(example_name))
             .arg("--listen")
             .arg(addr.to_string())
             .args(args)
@@ -136,7 +118,7 @@ impl Drop for Gateway {
 
 /// Runs `example` with `args` to its end: exit code and standard error.
 fn run_to_end(example_name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let output = Command::new(example(example_name))
+    let output = Command::new(runner::example(example_name))
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -516,6 +498,20 @@ async fn a_websocket_upgrade_is_held_while_cold_then_echoes() {
             held.as_millis()
         );
     }
+    // With scale to zero on, an open WebSocket keeps its function up past the idle period.
+    let f = function("ws", "");
+    let args = ["--function", &f, "--scale-to-zero-after", "1s"];
+    let gateway = Gateway::start("axum_gateway", &args).await;
+    let url = format!("ws://{}/function/ws/socket", gateway.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    socket.send("still there?".into()).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(2), socket.next())
+        .await
+        .expect("the function was stopped under an open WebSocket")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "echo: still there?");
 }
 
 async fn a_chunked_get_and_delete_keep_their_bodies() {
@@ -546,7 +542,7 @@ async fn a_chunked_get_and_delete_keep_their_bodies() {
 async fn logs_follow_rust_log_without_colours_off_a_terminal_and_as_json_on_request() {
     for (format, env_log) in [("text", "info"), ("json", "info"), ("text", "warn")] {
         let port = runner::free_port();
-        let child = Command::new(example("axum_gateway"))
+        let child = Command::new(runner::example("axum_gateway"))
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),

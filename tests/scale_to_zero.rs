@@ -312,3 +312,54 @@ async fn the_reaper_stops_with_its_scaler() {
         "no reaper left to scale anything down"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upgraded_connection_keeps_its_function_up_until_it_closes() {
+    use tower_scale_from_zero::UpgradeActivity;
+    let gw = Streams::new(config(), &[("ws", idle_after(secs(60)))]);
+    // The forwarding service answers 101 and keeps the upgrade's activity for as long as
+    // "the tunnel" lives (here: until the test drops it), as a proxy's tunnel task would.
+    let tunnels: Arc<std::sync::Mutex<Vec<UpgradeActivity>>> = Arc::default();
+    let inner = {
+        let tunnels = Arc::clone(&tunnels);
+        tower::service_fn(move |mut req: Request<String>| {
+            let tunnel = req.extensions_mut().remove::<UpgradeActivity>();
+            tunnels.lock().unwrap().extend(tunnel);
+            async move {
+                let mut response = Response::new(String::new());
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let service = ScaleFromZeroLayer::new(gw.scaler.clone()).layer(inner);
+    let upgrade = || {
+        Request::get("/function/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(String::new())
+            .unwrap()
+    };
+    // Cold, then warm: both upgrades carry their activity to the tunnel.
+    for _ in 0..2 {
+        let response = service.clone().oneshot(upgrade()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        drain(response.into_body().map_err(|e| match e {}).boxed_unsync()).await;
+    }
+    assert_eq!(tunnels.lock().unwrap().len(), 2);
+    assert_eq!(gw.scaler.in_flight(id("ws").as_function_ref()), 2);
+    // The 101 responses have ended; the tunnels have not: never idle.
+    sleep(secs(200)).await;
+    assert_eq!(
+        gw.provider.scale_downs(),
+        0,
+        "scaled down under open tunnels"
+    );
+    tunnels.lock().unwrap().clear();
+    sleep(secs(62)).await;
+    assert_eq!(
+        gw.provider.scale_downs(),
+        1,
+        "down an idle period after the tunnels closed"
+    );
+}

@@ -20,6 +20,8 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower_scale_from_zero::error::ErrorChain;
+use tower_scale_from_zero::UpgradeActivity;
 
 /// Errors of bodies passing through.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -134,6 +136,8 @@ impl Proxy {
     {
         let upgrade = upgrade_protocol(req.headers())
             .and_then(|protocol| Some((protocol, req.extensions_mut().remove::<OnUpgrade>()?)));
+        // With scale to zero on: the function stays active while the upgraded connection lives.
+        let activity = req.extensions_mut().remove::<UpgradeActivity>();
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         let has_body = !body.is_end_stream();
@@ -168,7 +172,7 @@ impl Proxy {
                 _ => headers.take().unwrap_or_default(),
             };
             match self.client.request(request).await {
-                Ok(response) => return Ok(respond(response, upgrade.map(|(_, on)| on))),
+                Ok(response) => return Ok(respond(response, upgrade.map(|(_, on)| on), activity)),
                 Err(err) => {
                     let refused = is_refused(&err);
                     if refused && retry {
@@ -178,7 +182,8 @@ impl Proxy {
                             continue;
                         }
                     }
-                    let message = chain(&err);
+                    // hyper's own message ("client error (Connect)") does not say what went wrong.
+                    let message = ErrorChain(&err).to_string();
                     tracing::warn!(upstream = %forward.upstream, error = %message, "upstream request failed");
                     return Err(UpstreamError { refused, message });
                 }
@@ -232,10 +237,12 @@ impl Proxy {
 fn respond(
     mut response: Response<hyper::body::Incoming>,
     client: Option<OnUpgrade>,
+    activity: Option<UpgradeActivity>,
 ) -> Response<ProxyBody> {
     if let (StatusCode::SWITCHING_PROTOCOLS, Some(client)) = (response.status(), client) {
         let upstream = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
+            let _active = activity;
             match tokio::join!(client, upstream) {
                 (Ok(client), Ok(upstream)) => {
                     let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
@@ -315,22 +322,6 @@ fn is_refused(err: &hyper_util::client::legacy::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-/// An error and its causes: hyper's own message ("client error (Connect)") does not say what
-/// went wrong.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A small text response.

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::future::{Cold, ResponseFuture};
 use super::ColdStart;
+use crate::activity::UpgradeActivity;
 use crate::extract::{ExtractFunction, OpenFaasPath};
 use crate::{
     DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, InvalidFunction, ResponseBody,
@@ -114,7 +115,7 @@ where
 
     // Only the warm path is inlined; rejections and cold starts live in cold functions.
     #[inline]
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
         let (cold, guard) = match shared.extractor.extract(&req) {
             None => (None, None),
@@ -133,7 +134,12 @@ where
             }
         };
         match cold {
-            None => ResponseFuture::call(self.inner.call(req), guard),
+            None => {
+                if guard.is_some() {
+                    UpgradeActivity::attach(&mut req, guard.as_ref());
+                }
+                ResponseFuture::call(self.inner.call(req), guard)
+            }
             Some(function) => self.cold(function, req),
         }
     }
@@ -166,6 +172,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                 Ok(released) => {
                     let mut req = req;
                     let guard = released.guard;
+                    UpgradeActivity::attach(&mut req, guard.as_ref());
                     // Only what the wait below needs is kept across it.
                     let cold_since = released
                         .cold_since

@@ -228,7 +228,8 @@ impl OpenFaasProvider {
             .client
             .request(request)
             .await
-            .map_err(|e| QueryError::provider(chain(&e)))?;
+            // hyper's own message ("client error (Connect)") does not say what went wrong.
+            .map_err(|e| QueryError::provider(crate::error::ErrorChain(&e).to_string()))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
@@ -237,22 +238,6 @@ impl OpenFaasProvider {
             .to_bytes();
         Ok((status, body))
     }
-}
-
-/// An error and its causes, `: `-separated: hyper's own message ("client error (Connect)")
-/// does not say what went wrong (refused, TLS, DNS).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn sensitive(value: String) -> HeaderValue {

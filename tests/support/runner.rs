@@ -61,3 +61,22 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The example binary `name`, as `cargo test --all-features` built it beside this test binary
+/// (`target/<profile>/examples/`). Missing: a clear failure, never a skip.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: these tests run the examples `cargo test --all-features` builds",
+        path.display()
+    );
+    path
+}
