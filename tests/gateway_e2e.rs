@@ -257,14 +257,32 @@ async fn a_function_that_exits_at_once_gives_502_quickly() {
     let took = started.elapsed();
     println!("    502 after {} ms", took.as_millis());
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    // The provider's own text ("exited during start-up") is for the logs, not the client.
+    // A local function's own failure is shown: the gateway runs the user's own commands.
     assert_eq!(
         body,
-        "provider error for function crash.local: the provider call failed\n"
+        "provider error for function crash.local: the process for crash.local exited during \
+         start-up (exit status: 3)\n"
     );
     assert!(
         took < Duration::from_secs(2),
         "reported at once, not polled: {took:?}"
+    );
+}
+
+async fn a_command_that_cannot_be_started_is_a_502_naming_the_function_and_the_error() {
+    // Executable, so it passes the start-up check; its interpreter does not exist.
+    let script = temp("broken.sh");
+    std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let f = format!("broken={}", script.display());
+    let gateway = Gateway::start("axum_gateway", &["--function", &f]).await;
+    let (status, body) = get(&client(), gateway.url("/function/broken")).await;
+    let _ = std::fs::remove_file(&script);
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("broken.local"), "{body}");
+    assert!(
+        body.contains("cannot start") && body.contains("No such file"),
+        "{body}"
     );
 }
 
@@ -951,11 +969,12 @@ fn main() {
         return;
     }
     // Streaming first: it reads the gateway's peak memory.
-    let tests: [runner::Test; 18] = runner::tests![
+    let tests: [runner::Test; 19] = runner::tests![
         a_large_request_body_streams_through_without_being_buffered,
         two_hundred_concurrent_requests_start_exactly_one_process,
         an_unknown_function_is_404_and_an_invalid_one_400,
         a_function_that_exits_at_once_gives_502_quickly,
+        a_command_that_cannot_be_started_is_a_502_naming_the_function_and_the_error,
         in_front_of_an_openfaas_provider_a_cold_start_makes_one_scale_call,
         the_hyper_gateway_serves_a_cold_start_too,
         bad_options_and_functions_are_refused_with_a_clear_message_and_status_2,

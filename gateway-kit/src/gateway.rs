@@ -9,10 +9,10 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
-use tower_scale_from_zero::{ColdStart, FunctionScaler, ScaleFromZeroLayer};
+use tower_scale_from_zero::{ColdStart, DefaultResponder, FunctionScaler, ScaleFromZeroLayer};
 
 use crate::cli::Options;
-use crate::platform::{self, Base, Platform};
+use crate::platform::{self, Base, Platform, Upstreams};
 use crate::proxy::{text, BoxError, Forward, Proxy, ProxyBody};
 
 /// A gateway's state, shared by its routes.
@@ -54,11 +54,15 @@ impl Gateway {
     }
 
     /// The scale-from-zero layer: held requests are marked, so their first forward may retry
-    /// a refused connection.
+    /// a refused connection. With local processes, a 502 shows the provider's own text (the
+    /// spawn error, the exit status): the functions are the user's own commands. In front of a
+    /// platform that text stays in the logs.
     pub fn layer(&self) -> ScaleFromZeroLayer<OpenFaasPath> {
+        let local = matches!(self.platform.upstreams, Upstreams::Local(_));
         ScaleFromZeroLayer::new(self.platform.scaler.clone())
             .extractor(self.extractor.clone())
             .mark_cold_starts(true)
+            .responder(DefaultResponder::new().expose_provider_errors(local))
     }
 
     /// The scaler (for draining).

@@ -29,20 +29,28 @@ pub fn spec(startup: Duration, idle: Option<Duration>) -> ProcessSpec {
     }
 }
 
+/// The bundled function's own command line.
+#[derive(clap::Parser)]
+#[command(no_binary_name = true)]
+struct FunctionMode {
+    /// Serve as the function NAME
+    #[arg(long, value_name = "NAME")]
+    serve_function: String,
+    /// Wait this long before listening (a slow runtime boot)
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    startup_ms: u64,
+}
+
 /// Function mode: when this process was started as `--serve-function NAME [--startup-ms N]`,
 /// serves until its standard input closes and returns `true`. Returns `false` otherwise.
 pub fn run_if_asked() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) != Some("--serve-function") {
+    use clap::Parser;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("--serve-function") {
         return false;
     }
-    let name = args.get(2).cloned().unwrap_or_else(|| NAME.into());
-    let startup = args
-        .iter()
-        .position(|a| a == "--startup-ms")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|ms| ms.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_millis);
+    let mode = FunctionMode::parse_from(args);
+    let name = mode.serve_function;
     // Die with the gateway: it holds our stdin open for as long as it lives.
     std::thread::spawn(|| {
         let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
@@ -59,7 +67,7 @@ pub fn run_if_asked() -> bool {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(serve(name, port, startup));
+    runtime.block_on(serve(name, port, Duration::from_millis(mode.startup_ms)));
     true
 }
 

@@ -63,7 +63,9 @@ pub fn free_port() -> u16 {
 }
 
 /// The example binary `name`, as `cargo test --all-features` built it beside this test binary
-/// (`target/<profile>/examples/`). Missing: a clear failure, never a skip.
+/// (`target/<profile>/examples/`). Missing, or older than the sources it is built from (a run
+/// of one test target, `--test X`, does not rebuild examples): a clear failure, never a skip
+/// and never a stale binary.
 pub fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
@@ -73,10 +75,39 @@ pub fn example(name: &str) -> std::path::PathBuf {
         .unwrap()
         .join("examples")
         .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: these tests run the examples `cargo test --all-features` builds",
-        path.display()
-    );
+    let build = "cargo build --examples --all-features (cargo test --all-features does it)";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newer = ["src", "examples", "gateway-kit/src"]
+        .iter()
+        .flat_map(|dir| sources(&root.join(dir)))
+        .find(|source| {
+            std::fs::metadata(source)
+                .and_then(|m| m.modified())
+                .is_ok_and(|changed| changed > built)
+        });
+    if let Some(source) = newer {
+        panic!(
+            "{} is older than {}: {build}",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The `.rs` files under `dir`.
+fn sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+    found
 }
