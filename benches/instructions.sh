@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 [ $# -gt 0 ] || set -- 'warm_path/bare/1 thread' 'warm_path/wrapped/1 thread'
-BIN=$(cargo bench --all-features --bench warm_path --no-run 2>&1 | grep -o 'target/release/deps/warm_path-[a-f0-9]*' | head -1)
+BIN=$(cargo bench --features test-util --bench warm_path --no-run 2>&1 | grep -o 'target/release/deps/warm_path-[a-f0-9]*' | head -1)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for name in "$@"; do

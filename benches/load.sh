@@ -52,7 +52,7 @@ if ! command -v wrk >/dev/null; then
 fi
 cargo build --release --features process,openfaas --example axum_gateway
 BIN=target/release/examples/axum_gateway
-GW=$(cargo bench --all-features --bench gateway_load --no-run 2>&1 | grep -o 'target/release/deps/gateway_load-[a-f0-9]*' | head -1)
+GW=$(cargo bench --features process,openfaas --bench gateway_load --no-run 2>&1 | grep -o 'target/release/deps/gateway_load-[a-f0-9]*' | head -1)
 
 UP=18190 BARE=18191 LAYER=18192
 PIDS=()
