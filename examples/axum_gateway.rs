@@ -19,8 +19,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use clap::Parser;
-use gateway_kit::{hello, logs, shutdown, Gateway, Options};
+use gateway_kit::{shutdown, Gateway};
 use http::StatusCode;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
@@ -66,32 +65,11 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 fn main() {
-    // The bundled hello-world function is this binary, started by the gateway.
-    if hello::run_if_asked() {
-        return;
-    }
-    let options = Options::parse();
-    logs::init(options.log_format);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(serve(options));
+    // Command line, logs, gateway and listener (or the bundled function's mode): gateway-kit.
+    gateway_kit::run("axum gateway", serve);
 }
 
-async fn serve(options: Options) {
-    let gateway = match Gateway::from_options(&options).await {
-        Ok(gateway) => Arc::new(gateway),
-        Err(message) => Options::fail(message),
-    };
-    let listener = match tokio::net::TcpListener::bind(options.listen).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1)
-        }
-    };
-    tracing::info!(
-        "axum gateway on http://{0}  (try: curl -i http://{0}/function/hello-world)",
-        options.listen
-    );
+async fn serve(gateway: Arc<Gateway>, listener: tokio::net::TcpListener) {
     let drain = shutdown::signal_then_drain(gateway.scaler().clone(), gateway.drain_budget());
     let app = router(gateway).into_make_service_with_connect_info::<SocketAddr>();
     // On SIGTERM: stop accepting, drain the held requests, finish what is in flight.

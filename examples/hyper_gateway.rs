@@ -14,9 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
 use gateway_kit::proxy::{text, ProxyBody};
-use gateway_kit::{hello, logs, shutdown, Gateway, Options};
+use gateway_kit::{shutdown, Gateway};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -67,27 +66,11 @@ fn service(
 }
 
 fn main() {
-    if hello::run_if_asked() {
-        return;
-    }
-    let options = Options::parse();
-    logs::init(options.log_format);
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(serve(options));
+    // Command line, logs, gateway and listener (or the bundled function's mode): gateway-kit.
+    gateway_kit::run("hyper gateway", serve);
 }
 
-async fn serve(options: Options) {
-    let gateway = match Gateway::from_options(&options).await {
-        Ok(gateway) => Arc::new(gateway),
-        Err(message) => Options::fail(message),
-    };
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .unwrap_or_else(|e| {
-            eprintln!("error: cannot listen on {}: {e}", options.listen);
-            std::process::exit(1)
-        });
-    tracing::info!("hyper gateway on http://{}", options.listen);
+async fn serve(gateway: Arc<Gateway>, listener: tokio::net::TcpListener) {
     let budget = gateway.drain_budget();
     let shutdown = shutdown::signal_then_drain(gateway.scaler().clone(), budget);
     tokio::pin!(shutdown);

@@ -324,14 +324,12 @@ impl Clone for UpgradeActivity {
 }
 
 impl UpgradeActivity {
-    /// Adds one to `req` when it asks for an upgrade and its function's activity is tracked.
-    pub(crate) fn attach<B>(req: &mut http::Request<B>, guard: Option<&ActivityGuard>) {
-        if let Some(guard) = guard {
-            if req.headers().contains_key(http::header::UPGRADE) {
-                req.extensions_mut().insert(Self {
-                    guard: guard.another(),
-                });
-            }
+    /// Adds one to `req` (whose activity `guard` tracks) when it asks for an upgrade.
+    pub(crate) fn attach<B>(req: &mut http::Request<B>, guard: &ActivityGuard) {
+        if req.headers().contains_key(http::header::UPGRADE) {
+            req.extensions_mut().insert(Self {
+                guard: guard.another(),
+            });
         }
     }
 }

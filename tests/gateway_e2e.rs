@@ -11,10 +11,12 @@ mod faas_provider;
 #[path = "support/runner.rs"]
 mod runner;
 
+use runner::ExampleGateway as Gateway;
+
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,69 +53,6 @@ fn function(name: &str, args: &str) -> String {
 /// A temporary file path unique to this run.
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("e2e-{}-{name}", std::process::id()))
-}
-
-/// An example gateway as a process of its own, stopped when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Gateway {
-    /// Starts `example` with `args` on a free port; waits until it answers `/healthz`.
-    async fn start(example_name: &str, args: &[&str]) -> Self {
-        Self::start_with_env(example_name, args, &[]).await
-    }
-
-    async fn start_with_env(example_name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let port = runner::free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(runner::example(example_name))
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut gateway = Self { child, addr };
-        let up = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if let Some(status) = gateway.child.try_wait().unwrap() {
-                panic!("{example_name} {args:?} exited with {status}");
-            }
-            assert!(Instant::now() < up, "the gateway never listened");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        gateway
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs `example` with `args` to its end: exit code and standard error.
@@ -559,30 +498,11 @@ async fn a_chunked_get_and_delete_keep_their_bodies() {
 
 async fn logs_follow_rust_log_without_colours_off_a_terminal_and_as_json_on_request() {
     for (format, env_log) in [("text", "info"), ("json", "info"), ("text", "warn")] {
-        let port = runner::free_port();
-        let child = Command::new(runner::example("axum_gateway"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log-format",
-                format,
-            ])
-            .env("RUST_LOG", env_log)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let up = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < up);
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = get(&client(), format!("http://{addr}/function/hello-world")).await;
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let output = child.wait_with_output().unwrap();
+        let env = [("RUST_LOG", env_log)];
+        let args = ["--log-format", format];
+        let gateway = Gateway::start_capturing_logs("axum_gateway", &args, &env).await;
+        let _ = get(&client(), gateway.url("/function/hello-world")).await;
+        let output = gateway.stop();
         let logs = String::from_utf8_lossy(&output.stderr);
         assert!(
             !logs.contains('\u{1b}'),
@@ -635,11 +555,7 @@ async fn sigterm_with_held_requests(example_name: &str, startup: &str, budget: &
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &gateway.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gateway.terminate();
     let mut statuses = Vec::new();
     for request in requests {
         let status = tokio::time::timeout(Duration::from_secs(15), request)
@@ -650,7 +566,7 @@ async fn sigterm_with_held_requests(example_name: &str, startup: &str, budget: &
     }
     let exited = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(status) = gateway.child.try_wait().unwrap() {
+        if let Some(status) = gateway.try_wait() {
             assert!(status.success(), "the gateway exited with {status}");
             break;
         }

@@ -943,40 +943,18 @@ async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function
     let writes = ScaleWrites::watch(&admin, &ns, "hello").await;
     // The example as a user runs it (the binary `cargo test --all-features` builds), finding
     // the server through KUBECONFIG (the admin's, set in `main`).
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/axum_gateway");
-    assert!(
-        example.exists(),
-        "{} is missing: build the examples",
-        example.display()
-    );
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", runner::free_port())
-        .parse()
-        .unwrap();
-    let mut gateway = Command::new(example)
-        .args(["--kubernetes", "--namespace", &ns, "--endpoint-template"])
-        .arg("http://127.0.0.1:{port}")
-        .arg("--listen")
-        .arg(addr.to_string())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let up = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(gateway.try_wait().unwrap().is_none(), "the gateway exited");
-        assert!(Instant::now() < up, "the gateway never listened");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let args = [
+        "--kubernetes",
+        "--namespace",
+        &ns,
+        "--endpoint-template",
+        "http://127.0.0.1:{port}",
+    ];
+    let gateway = runner::ExampleGateway::start("axum_gateway", &args).await;
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
-    let url = format!("http://{addr}/function/hello/greet?x=1");
+    let url = gateway.url("/function/hello/greet?x=1");
     let held = tokio::spawn({
         let client = client.clone();
         async move {
@@ -1012,8 +990,7 @@ async fn the_axum_gateway_in_kubernetes_mode_holds_then_forwards_to_the_function
         .unwrap();
     let _ = function.kill();
     let _ = function.wait();
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    drop(gateway);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("Hello from hello! path=/greet"), "{body}");
     assert_eq!(writes.counts(), vec![0, 1]);

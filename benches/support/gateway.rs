@@ -62,14 +62,11 @@ pub fn static_router(upstream: SocketAddr, with_layer: bool) -> Router {
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
         req: Request,
     ) -> Response {
-        let rest = req
-            .uri()
-            .path()
-            .trim_start_matches("/function/")
-            .find('/')
-            .map_or("/".to_owned(), |i| {
-                req.uri().path()["/function/".len() + i..].to_owned()
-            });
+        let path = req.uri().path();
+        let rest = path
+            .strip_prefix("/function/")
+            .and_then(|after| after.find('/').map(|i| &after[i..]))
+            .unwrap_or("/");
         let uri = format!("http://{}{rest}", s.upstream).parse().unwrap();
         match s
             .proxy

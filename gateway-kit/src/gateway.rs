@@ -70,11 +70,6 @@ impl Gateway {
         &self.platform.scaler
     }
 
-    /// The platform.
-    pub fn platform(&self) -> &Platform {
-        &self.platform
-    }
-
     /// The readiness deadline.
     pub fn deadline(&self) -> Duration {
         self.deadline
@@ -113,18 +108,13 @@ impl Gateway {
                 "path segments . and .. are not allowed after the function name\n",
             );
         }
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+        let (mark, query) = req.uri().query().map_or(("", ""), |q| ("?", q));
+        let direct_rest = if rest.is_empty() { "/" } else { rest };
         let upstream = match self.platform.base(&id).await {
-            Ok(Base::Direct(base)) => {
-                let rest = if rest.is_empty() { "/" } else { rest };
-                format!("{base}{rest}{query}")
-            }
+            Ok(Base::Local(addr)) => format!("http://{addr}{direct_rest}{mark}{query}"),
+            Ok(Base::Direct(base)) => format!("{base}{direct_rest}{mark}{query}"),
             Ok(Base::Routed(base)) => format!(
-                "{base}/function/{}.{}{rest}{query}",
+                "{base}/function/{}.{}{rest}{mark}{query}",
                 id.name(),
                 id.namespace()
             ),

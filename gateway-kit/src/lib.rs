@@ -7,7 +7,8 @@
 //! - [`platform`]: local processes, OpenFaaS or Kubernetes, and the scaler over it.
 //! - [`gateway`]: what a route needs: the layer, `forward`, `/metrics`.
 //! - [`proxy`]: the streaming reverse proxy.
-//! - [`logs`], [`metrics`], [`shutdown`]: process plumbing.
+//! - [`logs`], [`metrics`], [`shutdown`], [`start`] (the common start of both examples' `main`):
+//!   process plumbing.
 //! - [`hello`]: the bundled `hello-world` function (the gateway binary in function mode).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
@@ -21,6 +22,8 @@ pub mod metrics;
 pub mod platform;
 pub mod proxy;
 pub mod shutdown;
+pub mod start;
 
 pub use cli::Options;
 pub use gateway::Gateway;
+pub use start::run;

@@ -43,7 +43,9 @@ pub struct Platform {
 /// The address a request goes to, without the function's own path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Base {
-    /// The function itself: the rest of the path follows (`/` when there is none).
+    /// A local function's own address: the rest of the path follows (`/` when there is none).
+    Local(std::net::SocketAddr),
+    /// The function itself at a URL: the rest of the path follows (`/` when there is none).
     Direct(String),
     /// A gateway that routes by `/function/{name}.{namespace}`.
     Routed(String),
@@ -169,7 +171,7 @@ impl Platform {
     pub async fn base(&self, id: &FunctionId) -> Result<Base, (StatusCode, String)> {
         match &self.upstreams {
             Upstreams::Local(provider) => match provider.upstream(id) {
-                Some(addr) => Ok(Base::Direct(format!("http://{addr}"))),
+                Some(addr) => Ok(Base::Local(addr)),
                 None => Err((
                     StatusCode::BAD_GATEWAY,
                     format!("function {id} is not running\n"),

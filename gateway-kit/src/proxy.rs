@@ -156,39 +156,34 @@ impl Proxy {
                 HeaderValue::from_static("chunked"),
             );
         }
-        // A body, once sent, cannot be sent again: only bodiless requests are retried.
-        let retry = forward.retry_refused && !has_body;
-        let mut body = Some(body.map_err(Into::into).boxed_unsync());
-        let mut pauses = REFUSED_PAUSES.iter();
-        let mut headers = Some(headers);
-        loop {
-            let mut request = Request::new(body.take().unwrap_or_else(empty));
-            *request.method_mut() = parts.method.clone();
-            *request.uri_mut() = forward.upstream.clone();
-            *request.version_mut() = Version::HTTP_11;
-            // Kept for another try only when one may follow.
-            *request.headers_mut() = match (retry, &headers) {
-                (true, Some(headers)) => headers.clone(),
-                _ => headers.take().unwrap_or_default(),
-            };
-            match self.client.request(request).await {
-                Ok(response) => return Ok(respond(response, upgrade.map(|(_, on)| on), activity)),
-                Err(err) => {
-                    let refused = is_refused(&err);
-                    if refused && retry {
-                        if let Some(pause) = pauses.next() {
-                            tracing::debug!(upstream = %forward.upstream, "refused; trying again");
-                            tokio::time::sleep(*pause).await;
-                            continue;
-                        }
-                    }
-                    // hyper's own message ("client error (Connect)") does not say what went wrong.
-                    let message = ErrorChain(&err).to_string();
-                    tracing::warn!(upstream = %forward.upstream, error = %message, "upstream request failed");
-                    return Err(UpstreamError { refused, message });
+        let head = |headers: HeaderMap| {
+            let mut head = Request::new(());
+            *head.method_mut() = parts.method.clone();
+            *head.uri_mut() = forward.upstream.clone();
+            *head.version_mut() = Version::HTTP_11;
+            *head.headers_mut() = headers;
+            head
+        };
+        // A body, once sent, cannot be sent again: only bodiless requests are tried again, and
+        // only they keep a copy of the headers for it.
+        let pauses: &[Duration] = if forward.retry_refused && !has_body {
+            &REFUSED_PAUSES
+        } else {
+            &[]
+        };
+        for pause in pauses {
+            let attempt = head(headers.clone()).map(|()| empty());
+            match self.client.request(attempt).await {
+                Err(err) if is_refused(&err) => {
+                    tracing::debug!(upstream = %forward.upstream, "refused; trying again");
+                    tokio::time::sleep(*pause).await;
                 }
+                outcome => return finish(outcome, &forward.upstream, upgrade, activity),
             }
         }
+        let body = body.map_err(Into::into).boxed_unsync();
+        let outcome = self.client.request(head(headers).map(|()| body)).await;
+        finish(outcome, &forward.upstream, upgrade, activity)
     }
 
     /// `X-Forwarded-For/-Proto/-Host`: a trusted peer's are kept (its address appended to
@@ -228,6 +223,27 @@ impl Proxy {
         }
         if let (false, Some(host)) = (headers.contains_key(&X_FORWARDED_HOST), host) {
             headers.insert(&X_FORWARDED_HOST, host);
+        }
+    }
+}
+
+/// The upstream's answer, or the error a client gets.
+fn finish(
+    outcome: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    upstream: &Uri,
+    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    activity: Option<UpgradeActivity>,
+) -> Result<Response<ProxyBody>, UpstreamError> {
+    match outcome {
+        Ok(response) => Ok(respond(response, upgrade.map(|(_, on)| on), activity)),
+        Err(err) => {
+            // hyper's own message ("client error (Connect)") does not say what went wrong.
+            let message = ErrorChain(&err).to_string();
+            tracing::warn!(%upstream, error = %message, "upstream request failed");
+            Err(UpstreamError {
+                refused: is_refused(&err),
+                message,
+            })
         }
     }
 }
@@ -368,8 +384,8 @@ mod tests {
         Some(SocketAddr::new(ip.parse().unwrap(), 40000))
     }
 
-    #[tokio::test]
-    async fn a_clients_forwarded_headers_are_replaced() {
+    #[test]
+    fn a_clients_forwarded_headers_are_replaced() {
         let mut h = headers(&[
             ("host", "gw.example"),
             ("x-forwarded-for", "6.6.6.6"),
@@ -384,8 +400,8 @@ mod tests {
         assert!(!h.contains_key("forwarded"));
     }
 
-    #[tokio::test]
-    async fn a_trusted_proxys_forwarded_headers_are_kept_and_extended() {
+    #[test]
+    fn a_trusted_proxys_forwarded_headers_are_kept_and_extended() {
         let mut h = headers(&[
             ("host", "gw.internal"),
             ("x-forwarded-for", "203.0.113.9"),

@@ -135,8 +135,8 @@ where
         };
         match cold {
             None => {
-                if guard.is_some() {
-                    UpgradeActivity::attach(&mut req, guard.as_ref());
+                if let Some(guard) = &guard {
+                    UpgradeActivity::attach(&mut req, guard);
                 }
                 ResponseFuture::call(self.inner.call(req), guard)
             }
@@ -172,7 +172,9 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                 Ok(released) => {
                     let mut req = req;
                     let guard = released.guard;
-                    UpgradeActivity::attach(&mut req, guard.as_ref());
+                    if let Some(guard) = &guard {
+                        UpgradeActivity::attach(&mut req, guard);
+                    }
                     // Only what the wait below needs is kept across it.
                     let cold_since = released
                         .cold_since

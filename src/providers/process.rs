@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -129,11 +130,6 @@ impl ProcessSpec {
         self.stop_grace = grace;
         self
     }
-
-    /// The program this spec runs.
-    pub fn program(&self) -> &std::ffi::OsStr {
-        &self.program
-    }
 }
 
 /// Starts and stops local processes as functions. Cloning shares the processes.
@@ -159,13 +155,13 @@ struct Slot {
 struct Run {
     addr: SocketAddr,
     phase: Arc<Mutex<Phase>>,
-    stop: Option<oneshot::Sender<()>>,
+    /// Dropping it tells the supervisor to stop the group.
+    _stop: oneshot::Sender<()>,
 }
 
 #[derive(Clone, Debug)]
 enum Phase {
-    /// Decided; the spawn is under way outside the lock.
-    Spawning,
+    /// From the decision to start on (the fork happens outside the lock).
     Starting,
     Ready,
     Exited {
@@ -246,7 +242,6 @@ impl ProcessProvider {
             // that exits on end-of-input never outlives the gateway.
             .stdin(Stdio::piped())
             .kill_on_drop(true);
-        #[cfg(unix)]
         command.process_group(0);
         let child = command.spawn().map_err(|e| {
             QueryError::provider(format!("cannot start {:?} for {id}: {e}", spec.program))
@@ -254,7 +249,6 @@ impl ProcessProvider {
         })?;
         self.inner.starts.fetch_add(1, Ordering::SeqCst);
         tracing::info!(function = %id, %addr, pid = child.id(), "process started");
-        *lock(&phase) = Phase::Starting;
         let notifier = lock(&self.inner.notifier).clone();
         let supervisor = Supervisor {
             id: id.clone(),
@@ -316,7 +310,7 @@ impl ServiceQuery for ProcessProvider {
         };
         match phase {
             None => state(0, 0),
-            Some(Phase::Spawning | Phase::Starting) => state(1, 0),
+            Some(Phase::Starting) => state(1, 0),
             Some(Phase::Ready) => state(1, 1),
             Some(Phase::Exited { status, was_ready }) => {
                 slot.run = None;
@@ -354,12 +348,12 @@ impl ServiceQuery for ProcessProvider {
             let port = free_port()
                 .map_err(|e| QueryError::provider(format!("no free port for {function}: {e}")))?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let phase = Arc::new(Mutex::new(Phase::Spawning));
+            let phase = Arc::new(Mutex::new(Phase::Starting));
             let (stop, stopped) = oneshot::channel();
             slot.run = Some(Run {
                 addr,
                 phase: Arc::clone(&phase),
-                stop: Some(stop),
+                _stop: stop,
             });
             (slot.spec.clone(), addr, phase, stopped)
         };
@@ -373,14 +367,6 @@ impl ServiceQuery for ProcessProvider {
         self.spawn(function, &spec, addr, phase, stopped)?;
         unclaimed.phase = None;
         Ok(())
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
@@ -426,7 +412,7 @@ impl Supervisor {
                     }
                     return;
                 }
-                // Either an explicit stop or the provider's `Run` was dropped.
+                // The provider's `Run` was dropped (scale to zero, the provider gone).
                 _ = &mut stop => {
                     group.terminate();
                     if tokio::time::timeout(self.grace, child.wait()).await.is_err() {
@@ -469,28 +455,19 @@ impl Supervisor {
 struct Group(Option<u32>);
 
 impl Group {
-    fn signal(&self, signal: &str) {
-        #[cfg(unix)]
-        if let Some(pid) = self.0 {
-            use nix::sys::signal::{killpg, Signal};
-            let signal = match signal {
-                "TERM" => Signal::SIGTERM,
-                _ => Signal::SIGKILL,
-            };
-            let Ok(pid) = i32::try_from(pid) else { return };
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.0.and_then(|pid| i32::try_from(pid).ok()) {
             // ESRCH: the group is gone already.
             let _ = killpg(nix::unistd::Pid::from_raw(pid), signal);
         }
-        #[cfg(not(unix))]
-        let _ = signal;
     }
 
     fn terminate(&self) {
-        self.signal("TERM");
+        self.signal(Signal::SIGTERM);
     }
 
     fn kill(&self) {
-        self.signal("KILL");
+        self.signal(Signal::SIGKILL);
     }
 
     /// The last signal: once the group is empty its id may be reused.

@@ -111,3 +111,107 @@ fn sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// An example gateway as a process of its own, on a free port of 127.0.0.1 (`RUST_LOG=warn`
+/// unless `env` says otherwise); stopped with SIGTERM (then SIGKILL) when dropped.
+pub struct ExampleGateway {
+    child: Option<std::process::Child>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ExampleGateway {
+    /// Starts the example `name` with `args`; waits until it accepts connections.
+    pub async fn start(name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(name, args, &[]).await
+    }
+
+    pub async fn start_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(name, args, env, std::process::Stdio::inherit()).await
+    }
+
+    /// As `start_with_env`, keeping what it writes to standard error for [`Self::stop`].
+    pub async fn start_capturing_logs(name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn(name, args, env, std::process::Stdio::piped()).await
+    }
+
+    async fn spawn(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Self {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = std::process::Command::new(example(name))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut gateway = Self {
+            child: Some(child),
+            addr,
+        };
+        let up = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = gateway.try_wait() {
+                panic!("{name} {args:?} exited with {status}");
+            }
+            assert!(Instant::now() < up, "the gateway never listened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gateway
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// How it exited, if it has.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().unwrap()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then how it exited and what it wrote.
+    pub fn stop(mut self) -> std::process::Output {
+        self.terminate();
+        self.child.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for ExampleGateway {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < until {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
