@@ -13,7 +13,8 @@
 # kube-apiserver is built from the Go module k8s.io/kubernetes (it cannot be `go install`ed: its
 # go.mod replaces every staging module with a local path), in a scratch module that requires it
 # and replaces each staging module with its published v0.X.Y. The first build takes 10-20 min
-# on 2 cores; the binary is cached under ${XDG_CACHE_HOME:-$HOME/.cache}, keyed by version.
+# on 2 cores; the binary is cached under ${XDG_CACHE_HOME:-$HOME/.cache}, keyed by version, and
+# the Go module and build caches it needed are removed.
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
@@ -28,17 +29,21 @@ build_apiserver() {
     return
   fi
   command -v go >/dev/null || { log "go is needed to build kube-apiserver"; exit 1; }
-  mkdir -p "$CACHE"
-  local work
+  # Removed however the build ends (the module cache's files are read-only: made writable first).
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
   log "building kube-apiserver v$KUBE_VERSION (first time on this machine: 10-20 min)"
   (
     cd "$work"
+    # Scratch module and build caches, removed with $work: only the binary is kept (the
+    # caches would leave ~2.7 GB behind that nothing else uses).
+    export GOMODCACHE="$work/go-mod" GOCACHE="$work/go-build"
+    mkdir -p build
+    cd build
     go mod init kube-apiserver-build >/dev/null 2>&1
     local gomod
     gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" |
-      python3 -c 'import json, sys; print(json.load(sys.stdin)["GoMod"])')
+      python3 -c 'import json, sys; m = json.load(sys.stdin); print(m["GoMod"]) if "GoMod" in m else sys.exit("kube-test-env: cannot download k8s.io/kubernetes: " + m.get("Error", "no go.mod"))')
     go mod edit -require="k8s.io/kubernetes@v$KUBE_VERSION"
     local staging=0
     for module in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod"); do
@@ -53,10 +58,13 @@ build_apiserver() {
     stamp="$stamp -X k8s.io/component-base/version.gitMajor=1"
     stamp="$stamp -X k8s.io/component-base/version.gitMinor=$minor"
     stamp="$stamp -X k8s.io/component-base/version.gitTreeState=clean"
+    mkdir -p "$CACHE"
     GOFLAGS=-mod=mod go build -ldflags "-s -w $stamp" -o "$APISERVER.tmp" \
       k8s.io/kubernetes/cmd/kube-apiserver
   )
   mv "$APISERVER.tmp" "$APISERVER"
+  chmod -R u+w "$work" && rm -rf "$work"
+  trap - EXIT
   log "built $APISERVER"
 }
 
