@@ -12,7 +12,7 @@
 #
 # kube-apiserver is built from the Go module k8s.io/kubernetes (it cannot be `go install`ed: its
 # go.mod replaces every staging module with a local path), in a scratch module that requires it
-# and replaces each staging module with its published v0.X.Y. The first build takes 10-20 min
+# and replaces each staging module with its published v0.X.Y. The first build takes 7-20 min
 # on 2 cores; the binary is cached under ${XDG_CACHE_HOME:-$HOME/.cache}, keyed by version, and
 # the Go module and build caches it needed are removed.
 set -euo pipefail
@@ -32,7 +32,7 @@ build_apiserver() {
   # Removed however the build ends (the module cache's files are read-only: made writable first).
   work=$(mktemp -d)
   trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-  log "building kube-apiserver v$KUBE_VERSION (first time on this machine: 10-20 min)"
+  log "building kube-apiserver v$KUBE_VERSION (first time on this machine: 7-20 min)"
   (
     cd "$work"
     # Scratch module and build caches, removed with $work: only the binary is kept (the
