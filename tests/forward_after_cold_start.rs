@@ -5,6 +5,9 @@
 //! function out of the cache.
 #![cfg(all(feature = "test-util", feature = "process", feature = "openfaas"))]
 
+#[path = "support/runner.rs"]
+mod runner;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,17 +89,9 @@ fn open_port_after_scale(
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn the_first_forward_after_a_cold_start_is_retried_until_the_port_opens() {
-    let port = free_port();
+    let port = runner::free_port();
     let (provider, gateway) = gateway(port);
     let opened = open_port_after_scale(provider, port, Duration::from_millis(200));
     let req = Request::get("/function/late/first")
@@ -115,7 +110,7 @@ async fn the_first_forward_after_a_cold_start_is_retried_until_the_port_opens() 
 
 #[tokio::test]
 async fn a_request_with_a_body_is_never_retried_and_a_refusal_evicts_the_function() {
-    let port = free_port();
+    let port = runner::free_port();
     let (provider, gateway) = gateway(port);
     let _opened = open_port_after_scale(provider.clone(), port, Duration::from_secs(30));
     let req = Request::post("/function/late/upload")

@@ -906,8 +906,5 @@ fn main() {
         dot_segments_after_the_function_name_are_refused_before_forwarding,
         the_readme_lists_every_option_as_help_does,
     ];
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let passed = runner::run(&runtime, &tests, Duration::from_secs(60));
-    drop(runtime);
-    std::process::exit(i32::from(!passed));
+    runner::main(&tests, Duration::from_secs(60));
 }

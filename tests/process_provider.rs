@@ -357,8 +357,5 @@ fn main() {
         the_port_variable_is_configurable,
         scale_to_zero_and_drop_stop_the_process,
     ];
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let passed = runner::run(&runtime, &tests, Duration::from_secs(30));
-    drop(runtime);
-    std::process::exit(i32::from(!passed));
+    runner::main(&tests, Duration::from_secs(30));
 }

@@ -62,11 +62,10 @@ pub fn static_router(upstream: SocketAddr, with_layer: bool) -> Router {
         ConnectInfo(peer): ConnectInfo<SocketAddr>,
         req: Request,
     ) -> Response {
-        let path = req.uri().path();
-        let rest = path
-            .strip_prefix("/function/")
-            .and_then(|after| after.find('/').map(|i| &after[i..]))
-            .unwrap_or("/");
+        let rest = match gateway_kit::gateway::path_after_function(req.uri().path()) {
+            "" => "/",
+            rest => rest,
+        };
         let uri = format!("http://{}{rest}", s.upstream).parse().unwrap();
         match s
             .proxy

@@ -193,14 +193,11 @@ pub fn parse_file(text: &str) -> Result<Vec<FunctionDef>, String> {
             function.readiness_path = Some(path);
         }
         if let Some(idle) = entry.idle {
-            let idle = humantime::parse_duration(&idle)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    at(format!(
-                        "function {name}: idle {idle:?} is not a duration above zero (e.g. 5m)"
-                    ))
-                })?;
+            let idle = crate::cli::positive_duration(&idle).map_err(|_| {
+                at(format!(
+                    "function {name}: idle {idle:?} is not a duration above zero (e.g. 5m)"
+                ))
+            })?;
             function.idle = Some(idle);
         }
         functions.push(function);

@@ -95,11 +95,7 @@ impl Gateway {
         let Ok(id) = target.as_function_ref().to_function_id() else {
             return text(StatusCode::BAD_REQUEST, "invalid function name\n");
         };
-        let path = req.uri().path();
-        let rest = path
-            .strip_prefix("/function/")
-            .and_then(|after| after.find('/').map(|i| &after[i..]))
-            .unwrap_or("");
+        let rest = path_after_function(req.uri().path());
         // `.` and `..` (also percent-encoded) would let a client step out of the function's
         // path on the upstream, with its credentials: refused before anything is forwarded.
         if rest.split('/').any(is_dot_segment) {
@@ -153,8 +149,59 @@ impl Gateway {
     }
 }
 
-/// `.` or `..`, written plainly or percent-encoded (`%2e`, `%2E`).
+/// The path after `/function/NAME` (`/x/y`, or empty when there is none).
+pub fn path_after_function(path: &str) -> &str {
+    path.strip_prefix("/function/")
+        .and_then(|after| after.find('/').map(|i| &after[i..]))
+        .unwrap_or("")
+}
+
+/// `.` or `..`, written plainly or percent-encoded (`%2e`, `%2E`). Every segment of every
+/// forwarded path passes here: read in place, nothing decoded into a new string.
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-    decoded == "." || decoded == ".."
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_found_written_plainly_or_percent_encoded() {
+        for dot in [".", "..", "%2e", "%2E", "%2e%2e", "%2E%2e", ".%2e", "%2E."] {
+            assert!(is_dot_segment(dot), "{dot}");
+        }
+        for plain in [
+            "",
+            "...",
+            "a",
+            ".a",
+            "a.",
+            "%2",
+            "%2f",
+            "%2e%2e%2e",
+            "%252e",
+            ".hidden",
+        ] {
+            assert!(!is_dot_segment(plain), "{plain}");
+        }
+    }
+
+    #[test]
+    fn the_path_after_the_function_name() {
+        assert_eq!(path_after_function("/function/f"), "");
+        assert_eq!(path_after_function("/function/f/"), "/");
+        assert_eq!(path_after_function("/function/f.ns/a/b"), "/a/b");
+        assert_eq!(path_after_function("/healthz"), "");
+    }
 }

@@ -42,13 +42,13 @@ pub struct Platform {
 
 /// The address a request goes to, without the function's own path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Base {
+pub enum Base<'a> {
     /// A local function's own address: the rest of the path follows (`/` when there is none).
     Local(std::net::SocketAddr),
     /// The function itself at a URL: the rest of the path follows (`/` when there is none).
     Direct(String),
     /// A gateway that routes by `/function/{name}.{namespace}`.
-    Routed(String),
+    Routed(&'a str),
 }
 
 impl Platform {
@@ -168,7 +168,7 @@ impl Platform {
     }
 
     /// Where `id`'s requests go now, or the status and message to answer with.
-    pub async fn base(&self, id: &FunctionId) -> Result<Base, (StatusCode, String)> {
+    pub async fn base(&self, id: &FunctionId) -> Result<Base<'_>, (StatusCode, String)> {
         match &self.upstreams {
             Upstreams::Local(provider) => match provider.upstream(id) {
                 Some(addr) => Ok(Base::Local(addr)),
@@ -177,7 +177,7 @@ impl Platform {
                     format!("function {id} is not running\n"),
                 )),
             },
-            Upstreams::OpenFaas { base } => Ok(Base::Routed(base.clone())),
+            Upstreams::OpenFaas { base } => Ok(Base::Routed(base)),
             #[cfg(feature = "kubernetes")]
             Upstreams::Kubernetes(provider) => match provider.endpoint(id).await {
                 Ok(base) => Ok(Base::Direct(
@@ -201,10 +201,11 @@ impl Platform {
 /// (`--scale-to-zero-after`, or a local function with an idle period of its own).
 fn config(options: &Options, own_idle: Option<Duration>) -> ScalingConfig {
     let config = ScalingConfig::default().readiness_deadline(options.deadline);
-    let shortest = match (options.scale_to_zero_after, own_idle) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let shortest = options
+        .scale_to_zero_after
+        .into_iter()
+        .chain(own_idle)
+        .min();
     match shortest {
         None => config,
         Some(idle) => config

@@ -145,10 +145,12 @@ impl Proxy {
         remove_hop_by_hop(&mut headers);
         self.set_forwarded(&mut headers, forward.peer);
         headers.remove(header::HOST); // the client sets it from the URI
-        if let Some((protocol, _)) = &upgrade {
+                                      // Only the client's side of the upgrade is kept past here; the protocol goes on.
+        let upgrade = upgrade.map(|(protocol, on_upgrade)| {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            headers.insert(header::UPGRADE, protocol.clone());
-        }
+            headers.insert(header::UPGRADE, protocol);
+            on_upgrade
+        });
         if has_body && !framed {
             // Without this, hyper sends a GET's body of unknown length as no body at all.
             headers.insert(
@@ -231,11 +233,11 @@ impl Proxy {
 fn finish(
     outcome: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
     upstream: &Uri,
-    upgrade: Option<(HeaderValue, OnUpgrade)>,
+    upgrade: Option<OnUpgrade>,
     activity: Option<UpgradeActivity>,
 ) -> Result<Response<ProxyBody>, UpstreamError> {
     match outcome {
-        Ok(response) => Ok(respond(response, upgrade.map(|(_, on)| on), activity)),
+        Ok(response) => Ok(respond(response, upgrade, activity)),
         Err(err) => {
             // hyper's own message ("client error (Connect)") does not say what went wrong.
             let message = ErrorChain(&err).to_string();
@@ -287,41 +289,42 @@ fn respond(
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 
-/// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: P`).
-fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
+/// The options of the `Connection` headers (`keep-alive`, `upgrade`, header names), trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        .map(str::trim)
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade: P`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = connection_options(headers).any(|option| option.eq_ignore_ascii_case("upgrade"));
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
 }
 
-/// Removes the headers that concern one connection, not the message (RFC 9110, 7.6.1).
+/// The headers that concern one connection, not the message (RFC 9110, 7.6.1).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers and those `Connection` names.
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+    let listed: Vec<HeaderName> = connection_options(headers)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in listed.iter().chain(&HOP_BY_HOP) {
         headers.remove(name);
     }
 }

@@ -147,7 +147,8 @@ impl OpenFaasProvider {
     /// Sends HTTP basic-auth credentials with every call.
     pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
         let token = base64(format!("{user}:{password}").as_bytes());
-        self.authorization = Some(sensitive(format!("Basic {token}")));
+        let value = sensitive(format!("Basic {token}")).expect("base64 is a valid header value");
+        self.authorization = Some(value);
         self
     }
 
@@ -155,13 +156,9 @@ impl OpenFaasProvider {
     ///
     /// Fails if the token holds characters a header cannot carry.
     pub fn bearer_token(mut self, token: &str) -> Result<Self, InvalidBaseUrl> {
-        let value = HeaderValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-            InvalidBaseUrl {
-                reason: "the bearer token holds characters a header cannot carry".into(),
-            }
+        let value = sensitive(format!("Bearer {}", token.trim())).map_err(|_| InvalidBaseUrl {
+            reason: "the bearer token holds characters a header cannot carry".into(),
         })?;
-        let mut value = value;
-        value.set_sensitive(true);
         self.authorization = Some(value);
         Ok(self)
     }
@@ -240,10 +237,11 @@ impl OpenFaasProvider {
     }
 }
 
-fn sensitive(value: String) -> HeaderValue {
-    let mut value = HeaderValue::try_from(value).expect("base64 is a valid header value");
+/// A credential header value: never printed by `Debug`, kept out of HPACK tables.
+fn sensitive(value: String) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = HeaderValue::try_from(value)?;
     value.set_sensitive(true);
-    value
+    Ok(value)
 }
 
 /// `url` with any `user:password@` replaced, for messages.

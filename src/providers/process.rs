@@ -259,8 +259,8 @@ impl ProcessProvider {
             notifier,
             policy: spec.scale_to_zero,
         };
-        // Owned by the supervisor from here: if it cannot be spawned (no runtime), dropping it
-        // kills the group.
+        // Owned by the supervisor from here: when its task is dropped (the runtime shut down),
+        // dropping the group kills it.
         let group = Group(child.id());
         tokio::spawn(supervisor.run(child, group, stopped));
         Ok(())
@@ -502,8 +502,8 @@ async fn probe(addr: SocketAddr, http_path: Option<&str>) -> bool {
 }
 
 /// Whether the socket listening on `port` belongs to a process of the group `group`. On
-/// Linux, read from `/proc`: the listening socket's inode, then the group's open files.
-/// Elsewhere (no `/proc`), an open port is taken on trust.
+/// Linux: the listening socket's inode (netlink, `/proc/net/tcp` as fallback), then the
+/// group's open files in `/proc`. Elsewhere, an open port is taken on trust.
 fn listens_in_group(port: u16, group: Option<u32>) -> bool {
     #[cfg(target_os = "linux")]
     {

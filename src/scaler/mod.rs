@@ -307,6 +307,25 @@ impl FunctionScaler {
         }
     }
 
+    /// A released request's place among `function`'s requests in flight: `Some(None)` with
+    /// scale to zero off, `Some(Some(guard))` with it on, `None` while `function` is being
+    /// scaled to zero (the "ready" the request saw is from before: forgotten here, so that the
+    /// next look goes through the flight).
+    fn track(
+        &self,
+        function: FunctionRef<'_>,
+        state: &ServiceQueryResponse,
+    ) -> Option<Option<ActivityGuard>> {
+        let Some(activities) = &self.inner.activities else {
+            return Some(None);
+        };
+        let guard = self.enter(activities, function, state);
+        if guard.is_none() {
+            self.inner.cache.invalidate(function);
+        }
+        guard.map(Some)
+    }
+
     /// Every tracked request passes here (warm ones included): keep it to lookups and atomics.
     /// Not inlined, so that the untracked warm path stays small.
     #[inline(never)]
@@ -478,26 +497,13 @@ impl FunctionScaler {
         {
             let key = function.as_function_ref();
             if let Some(state) = self.inner.cache.get(key).filter(|s| s.is_ready()) {
-                match &self.inner.activities {
-                    None => {
-                        return Ok(Released {
-                            state,
-                            cold_since: None,
-                            guard: None,
-                        })
-                    }
-                    Some(activities) => match self.enter(activities, key, &state) {
-                        Some(guard) => {
-                            return Ok(Released {
-                                state,
-                                cold_since: None,
-                                guard: Some(guard),
-                            })
-                        }
-                        // Being scaled to zero: the cache is from before; wait for a fresh
-                        // scale-up through the flight.
-                        None => self.inner.cache.invalidate(key),
-                    },
+                // Being scaled to zero (`None`): wait for a fresh scale-up through the flight.
+                if let Some(guard) = self.track(key, &state) {
+                    return Ok(Released {
+                        state,
+                        cold_since: None,
+                        guard,
+                    });
                 }
             }
             if self.inner.not_found.get(key).is_some() {
@@ -569,27 +575,20 @@ impl FunctionScaler {
                 // wait for a fresh one, which scales it up again.
                 Waited::Done(Ok(Ok(ready))) if !ready.state.is_ready() => {}
                 Waited::Done(Ok(Ok(ready))) => {
-                    let guard = match &inner.activities {
-                        None => None,
-                        Some(activities) => {
-                            let key = function.as_function_ref();
-                            match self.enter(activities, key, &ready.state) {
-                                Some(guard) => Some(guard),
-                                // A scale-down began since the release (only possible with an
-                                // idle period shorter than a cold start): whatever says ready
-                                // is from before; wait for a fresh scale-up, a few times.
-                                None if scaled_down_meanwhile < 3 => {
-                                    scaled_down_meanwhile += 1;
-                                    inner.cache.invalidate(key);
-                                    continue;
-                                }
-                                None => {
-                                    return Err(ScaleError::interrupted(
-                                        function.clone(),
-                                        config.get_retry_after(),
-                                    ))
-                                }
-                            }
+                    let guard = match self.track(function.as_function_ref(), &ready.state) {
+                        Some(guard) => guard,
+                        // A scale-down began since the release (only possible with an idle
+                        // period shorter than a cold start): wait for a fresh scale-up, a few
+                        // times.
+                        None if scaled_down_meanwhile < 3 => {
+                            scaled_down_meanwhile += 1;
+                            continue;
+                        }
+                        None => {
+                            return Err(ScaleError::interrupted(
+                                function.clone(),
+                                config.get_retry_after(),
+                            ))
                         }
                     };
                     return Ok(Released {

@@ -1,5 +1,6 @@
-//! What the `harness = false` test binaries share: their runner and a free port.
-#![allow(dead_code)]
+//! What the `harness = false` test binaries share (their runner, the example binaries as
+//! processes) and what any test may use (a free port). Each includes what it needs.
+#![allow(dead_code, unused_macros, unused_imports)]
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,6 +52,15 @@ pub fn run(runtime: &tokio::runtime::Runtime, tests: &[Test], limit: Duration) -
     }
     println!("\n{passed} passed, {failed} failed");
     failed == 0
+}
+
+/// A `harness = false` binary's `main` after its own set-up: runs `tests` (see [`run`]) on a
+/// multi-threaded runtime and exits with libtest's status (0 when all passed, 1 otherwise).
+pub fn main(tests: &[Test], limit: Duration) -> ! {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let passed = run(&runtime, tests, limit);
+    drop(runtime);
+    std::process::exit(i32::from(!passed));
 }
 
 /// A port nothing listens on right now.
