@@ -310,7 +310,8 @@ impl FunctionScaler {
     /// A released request's place among `function`'s requests in flight: `Some(None)` with
     /// scale to zero off, `Some(Some(guard))` with it on, `None` while `function` is being
     /// scaled to zero (the "ready" the request saw is from before: forgotten here, so that the
-    /// next look goes through the flight).
+    /// next look goes through the flight). Inlined: every released request passes here.
+    #[inline]
     fn track(
         &self,
         function: FunctionRef<'_>,
