@@ -11,7 +11,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dashmap::DashMap;
 use tokio::time::Instant;
-use tower_scale_from_zero::{FunctionCacher, FunctionId, ServiceQueryResponse, TtlCache};
+use tower_scale_from_zero::cache::FunctionCacher;
+use tower_scale_from_zero::cache::TtlCache;
+use tower_scale_from_zero::{FunctionId, ServiceQueryResponse};
 
 const CAPACITIES: [usize; 2] = [10_000, 100_000];
 const TTL: Duration = Duration::from_secs(3_600);

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use futures::future::join_all;
-use tower_scale_from_zero::{FunctionId, ServiceQueryResponse, SingleFlight};
+use tower_scale_from_zero::single_flight::SingleFlight;
+use tower_scale_from_zero::{FunctionId, ServiceQueryResponse};
 
 /// An instant provider: one yield, then an answer; counts its calls.
 #[derive(Clone, Default)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use tower_scale_from_zero::cache::FunctionCacher;
+use tower_scale_from_zero::cache::TtlCache;
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
-use tower_scale_from_zero::{
-    FunctionCacher, FunctionId, FunctionScaler, ScalingConfig, ServiceQuery, TtlCache,
-};
+use tower_scale_from_zero::{FunctionId, FunctionScaler, ScalingConfig, ServiceQuery};
 
 fn cold_cycle(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -22,11 +22,11 @@ fn cold_cycle(c: &mut Criterion) {
     let provider = Arc::new(InMemoryProvider::new());
     provider.add_function(&id, FakeFunction::new());
     let config = ScalingConfig::default();
-    let cache = Arc::new(TtlCache::new(
-        config.get_cache_ttl(),
-        config.get_cache_capacity(),
-    ));
-    let scaler = FunctionScaler::with_cache(provider.clone(), cache.clone(), config);
+    let cache = Arc::new(TtlCache::new(config.cache_ttl(), config.cache_capacity()));
+    let scaler = FunctionScaler::builder(provider.clone())
+        .config(config)
+        .cache(cache.clone())
+        .build();
 
     let mut group = c.benchmark_group("cold_cycle");
     group.bench_function("miss, flight, provider, cache, hit", |b| {

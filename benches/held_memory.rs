@@ -53,12 +53,12 @@ fn main() {
                 Poll::Ready(())
             })
             .await;
-            if scaler.held() == HELD {
+            if scaler.stats().held == HELD {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        assert_eq!(scaler.held(), HELD);
+        assert_eq!(scaler.stats().held, HELD);
 
         let after = dhat::HeapStats::get();
         let per_request = (after.curr_bytes - before.curr_bytes) as f64 / HELD as f64;

@@ -24,9 +24,10 @@ fn tracked(functions: usize) -> (tokio::runtime::Runtime, FunctionScaler) {
         .build()
         .unwrap();
     let provider = Arc::new(InMemoryProvider::new());
-    let config = ScalingConfig::default()
+    let config = ScalingConfig::builder()
         .scale_to_zero(true)
-        .cache_ttl(Duration::from_secs(3_600));
+        .cache_ttl(Duration::from_secs(3_600))
+        .build();
     let scaler = FunctionScaler::new(provider.clone(), config);
     let service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
     runtime.block_on(async {

@@ -43,7 +43,7 @@ async fn one_release() -> Duration {
             })
         })
         .collect();
-    while scaler.held() < HELD {
+    while scaler.stats().held < HELD {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(provider.successful_sets(), 1);
@@ -55,7 +55,7 @@ async fn one_release() -> Duration {
     for request in held {
         request.await.unwrap();
     }
-    assert_eq!(scaler.flights(), 0);
+    assert_eq!(scaler.stats().flights, 0);
     Duration::from_nanos(last.load(Ordering::Relaxed)) - pushed
 }
 

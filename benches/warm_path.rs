@@ -31,9 +31,10 @@ fn uris(n: usize) -> Vec<Uri> {
 /// it also counts each function's requests in flight (every function opted in).
 fn warm_scaler(scale_to_zero: bool) -> FunctionScaler {
     let provider = Arc::new(InMemoryProvider::new());
-    let config = ScalingConfig::default()
+    let config = ScalingConfig::builder()
         .cache_ttl(Duration::from_secs(3_600))
-        .scale_to_zero(scale_to_zero);
+        .scale_to_zero(scale_to_zero)
+        .build();
     let scaler = FunctionScaler::new(provider.clone(), config);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,8 +164,11 @@ fn warm_path(c: &mut Criterion) {
 
 /// What one warm request pays for, step by step: to see what dominates.
 fn warm_path_parts(c: &mut Criterion) {
+    use tower_scale_from_zero::cache::FunctionCacher;
+    use tower_scale_from_zero::cache::TtlCache;
     use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
-    use tower_scale_from_zero::{FunctionCacher, FunctionRef, ServiceQueryResponse, TtlCache};
+    use tower_scale_from_zero::function::FunctionRef;
+    use tower_scale_from_zero::ServiceQueryResponse;
 
     let mut group = c.benchmark_group("warm_path_parts");
     let req = request(&uris(1)[0]);

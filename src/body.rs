@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::activity::ActivityGuard;
+use crate::scaler::ActivityGuard;
 
 pin_project! {
     /// The body of responses from [`ScaleFromZero`](crate::ScaleFromZero): the inner

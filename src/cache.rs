@@ -9,8 +9,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::function::Key;
-use crate::{FunctionId, FunctionRef, ServiceQueryResponse};
+use crate::function::{FunctionRef, Key};
+use crate::util::far_instant;
+use crate::{FunctionId, ServiceQueryResponse};
 
 /// Remembers functions' replica states so that requests for warm functions skip the provider.
 ///
@@ -121,14 +122,6 @@ impl FunctionCacher for TtlCache {
     }
 }
 
-/// `start + by`, or about a century from `start` when that cannot be represented: expiries
-/// and deadlines from configured durations, which may be `Duration::MAX`.
-pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
-    start
-        .checked_add(by)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
 /// cache.
 pub(crate) struct TtlMap<V> {
@@ -188,7 +181,7 @@ impl<V: Clone> TtlMap<V> {
             return;
         }
         let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let mut order = crate::util::lock(&self.order);
         order.push_back(function.clone());
         if len > self.capacity {
             self.evict_one(&mut order);

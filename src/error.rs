@@ -17,8 +17,8 @@
 //! The [`Display`](fmt::Display) text of a [`ScaleError`] is for logs: it includes the
 //! provider's own error text. Clients get [`ScaleError::public_message`], which names the
 //! function and the kind of failure only, unless the responder opts in with
-//! [`DefaultResponder::expose_provider_errors`]. [`ErrorChain`] prints an error with its whole
-//! cause chain, as the scaler's own log lines do.
+//! [`DefaultResponder::expose_provider_errors`]. The scaler's own log lines carry the whole
+//! cause chain.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -28,7 +28,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::{FunctionId, InvalidFunction, QueryError};
+use crate::function::InvalidFunction;
+use crate::util::Millis;
+use crate::{FunctionId, QueryError};
 
 /// Why the middleware answered a request itself instead of forwarding it. Cloning is a
 /// reference-count bump: one error is shared by every request waiting on the same cold start.
@@ -384,56 +386,6 @@ impl ErrorResponder for DefaultResponder {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         response
-    }
-}
-
-/// Formats a duration as whole milliseconds ("1500 ms").
-pub(crate) struct Millis(pub(crate) Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ms", self.0.as_millis())
-    }
-}
-
-/// Displays an error followed by each of its causes (`a: b: c`), skipping a cause whose text
-/// the line already holds (errors that print their source as part of their own message).
-///
-/// ```
-/// use tower_scale_from_zero::error::ErrorChain;
-/// use tower_scale_from_zero::QueryError;
-///
-/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-/// let err = QueryError::with_source("cannot reach the provider", io);
-/// assert_eq!(
-///     ErrorChain(&err).to_string(),
-///     "cannot reach the provider: connection refused"
-/// );
-/// ```
-#[derive(Clone, Copy)]
-pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'a));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut line = self.0.to_string();
-        let mut next = self.0.source();
-        // Bounded: a cyclic or absurdly deep chain must not spin a log call.
-        for _ in 0..16 {
-            let Some(cause) = next else { break };
-            let text = cause.to_string();
-            if !line.contains(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            next = cause.source();
-        }
-        f.write_str(&line)
-    }
-}
-
-impl fmt::Debug for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
     }
 }
 

@@ -10,7 +10,7 @@ use std::fmt;
 
 use http::Request;
 
-use crate::FunctionRef;
+use crate::function::FunctionRef;
 
 /// Maps a request to the function it calls, or to `None` for requests that call no function
 /// (health checks, UI, ...).
@@ -48,7 +48,7 @@ impl<'a> Target<'a> {
     }
 
     /// Checks the label rule, unless the extractor's own scan already did.
-    pub(crate) fn validate(&self) -> Result<FunctionRef<'_>, crate::InvalidFunction> {
+    pub(crate) fn validate(&self) -> Result<FunctionRef<'_>, crate::function::InvalidFunction> {
         let function = self.as_function_ref();
         if !self.validated {
             function.validate()?;

@@ -37,19 +37,32 @@
 //!
 //! # Parts
 //!
-//! - [`middleware`]: [`ScaleFromZeroLayer`], [`ScaleFromZero`], [`ResponseFuture`], and the
-//!   [`ColdStart`] request extension.
-//! - [`scaler`]: [`FunctionScaler`], the algorithm without HTTP, its [`ScalerBuilder`], and
-//!   [`ReadinessNotifier`].
-//! - [`query`]: the platform interface [`ServiceQuery`] and [`ServiceQueryResponse`].
-//! - [`cache`]: [`FunctionCacher`] and its default [`TtlCache`].
-//! - [`single_flight`]: [`SingleFlight`], one computation per key, cancellation-safe.
-//! - [`extract`]: which function a request is for.
+//! The crate root holds what a gateway author uses: the layer ([`ScaleFromZeroLayer`],
+//! [`ScaleFromZero`]), the scaler ([`FunctionScaler`], [`ScalerBuilder`]) and its
+//! [`ScalingConfig`], the provider interface ([`ServiceQuery`], [`ServiceQueryResponse`],
+//! [`QueryError`], [`IdlePolicy`]), errors and their responses ([`ScaleError`],
+//! [`ErrorResponder`], [`DefaultResponder`]), [`ReadinessNotifier`] and [`FunctionId`].
+//! Everything else lives in its module:
+//!
+//! - [`middleware`]: the layer, its [`future::ResponseFuture`](middleware::future::ResponseFuture)
+//!   and the [`ColdStart`](middleware::ColdStart) request extension.
+//! - [`scaler`]: the algorithm without HTTP; [`Stats`](scaler::Stats) and the
+//!   [`Phase`](scaler::Phase) of each function.
+//! - [`query`]: the platform interface.
+//! - [`activity`]: [`ActivityStore`](activity::ActivityStore), shared by several gateways, and
+//!   [`UpgradeActivity`](activity::UpgradeActivity).
+//! - [`cache`]: [`FunctionCacher`](cache::FunctionCacher) and its default
+//!   [`TtlCache`](cache::TtlCache).
+//! - [`single_flight`]: [`SingleFlight`](single_flight::SingleFlight), one computation per
+//!   key, cancellation-safe: the coalescing utility the scaler is built on.
+//! - [`extract`]: which function a request is for; [`function`]: names and their validation.
 //! - [`error`]: [`ScaleError`], statuses, and [`ErrorResponder`].
-//! - [`config`]: [`ScalingConfig`] and its defaults.
+//! - [`config`]: [`ScalingConfig`], its builder and its defaults.
+//! - [`body`]: the response body of the layer.
+//! - [`telemetry`]: the metrics and traces it reports.
 //! - `testing` (feature `test-util`): an in-memory provider with failure injection.
-//! - `providers`: `OpenFaasProvider` (feature `openfaas`) and `ProcessProvider` (feature
-//!   `process`).
+//! - `providers`: `OpenFaasProvider` (feature `openfaas`), `ProcessProvider` (feature
+//!   `process`) and `KubernetesProvider` (feature `kubernetes`).
 //!
 //! # Runtime
 //!
@@ -87,17 +100,15 @@ pub mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
+mod util;
 
-pub use activity::{ActivityStore, UpgradeActivity};
-pub use body::ResponseBody;
-pub use cache::{FunctionCacher, TtlCache};
+// What a gateway author uses; everything else is reached through its module.
 pub use config::ScalingConfig;
 pub use error::{DefaultResponder, ErrorKind, ErrorResponder, ScaleError};
-pub use function::{FunctionId, FunctionRef, InvalidFunction};
-pub use middleware::{ColdStart, ResponseFuture, ScaleFromZero, ScaleFromZeroLayer};
+pub use function::FunctionId;
+pub use middleware::{ScaleFromZero, ScaleFromZeroLayer};
 pub use query::{IdlePolicy, QueryError, QueryErrorKind, ServiceQuery, ServiceQueryResponse};
-pub use scaler::{Drained, FunctionScaler, ReadinessNotifier, ScalerBuilder};
-pub use single_flight::{FlightError, SingleFlight};
+pub use scaler::{FunctionScaler, ReadinessNotifier, ScalerBuilder};
 
 /// Re-exported so that providers need no dependency of their own to implement
 /// [`ServiceQuery`].

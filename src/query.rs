@@ -266,7 +266,7 @@ impl QueryError {
     pub fn timeout(limit: Duration) -> Self {
         Self::build(
             QueryErrorKind::Timeout,
-            format!("no answer within {}", crate::error::Millis(limit)),
+            format!("no answer within {}", crate::util::Millis(limit)),
         )
     }
 
@@ -451,7 +451,7 @@ mod tests {
         }
         assert!(changed.is_permanent() && !err.is_permanent());
         assert_eq!(
-            crate::error::ErrorChain(&changed).to_string(),
+            crate::util::ErrorChain(&changed).to_string(),
             "provider answered 502 Bad Gateway: client error (Connect): Connection refused"
         );
     }

@@ -19,7 +19,7 @@
 //! [`SingleFlight::join`] spawns onto the current Tokio runtime and panics outside one.
 //!
 //! ```
-//! use tower_scale_from_zero::SingleFlight;
+//! use tower_scale_from_zero::single_flight::SingleFlight;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -44,7 +44,8 @@ use std::task::{ready, Context, Poll};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::future::{FutureExt, Shared};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 /// One in-flight computation per key, each with a shared state `S`. Cloning shares the same
 /// flights.
@@ -62,7 +63,10 @@ struct Slot<V, S> {
     callers: usize,
     keep_alive: usize,
     result: Shared<Joined<V>>,
-    abort: AbortHandle,
+    /// Set once the task is spawned, which happens after the map's lock is released: a
+    /// runtime that is shutting down drops a task inside `spawn`, and its clean-up takes that
+    /// lock.
+    abort: Option<AbortHandle>,
     state: Arc<S>,
 }
 
@@ -82,6 +86,12 @@ impl<K: Hash + Eq, V, S> Inner<K, V, S> {
 impl<V, S> Slot<V, S> {
     fn unused(&self) -> bool {
         self.callers == 0 && self.keep_alive == 0
+    }
+
+    /// Whether its task has ended without cleaning up (cancelled): such a flight is never
+    /// joined. A flight whose task is not spawned yet is starting, not ended.
+    fn is_dead(&self) -> bool {
+        self.abort.as_ref().is_some_and(AbortHandle::is_finished)
     }
 }
 
@@ -208,12 +218,10 @@ where
         Fut: Future<Output = V> + Send + 'static,
     {
         let mut dead = None;
+        let mut task = None;
         let joined = match self.inner.flights.entry(key.clone()) {
-            // A flight whose task has ended without cleaning up (cancelled) is never joined.
-            Entry::Occupied(slot) if !join && !slot.get().abort.is_finished() => {
-                return Ok(Started::Busy)
-            }
-            Entry::Occupied(mut slot) if !slot.get().abort.is_finished() => {
+            Entry::Occupied(slot) if !join && !slot.get().is_dead() => return Ok(Started::Busy),
+            Entry::Occupied(mut slot) if !slot.get().is_dead() => {
                 let slot = slot.get_mut();
                 if slot.callers >= max_callers {
                     return Err(Full(()));
@@ -225,6 +233,10 @@ where
                 if join && max_callers == 0 {
                     return Err(Full(()));
                 }
+                // Checked before the slot goes in: a slot whose task can never be spawned
+                // would be joined for ever.
+                let runtime = tokio::runtime::Handle::try_current()
+                    .expect("SingleFlight spawns its flights: call it within a Tokio runtime");
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
                 // A detached flight starts with no caller, kept alive by its computation.
                 let keep_alive = (!join).then(|| KeepAlive {
@@ -244,25 +256,25 @@ where
                     key: key.clone(),
                     id,
                 };
-                // The task may finish before this shard lock is released; its removal then
-                // waits for the lock and still finds the slot it must remove.
-                let handle = tokio::spawn(async move {
-                    // Dropped when the computation ends, panics or is cancelled: the slot is
-                    // gone from the map before any caller sees the result.
-                    let _cleanup = cleanup;
-                    AssertUnwindSafe(async move { work(context, keep_alive).await })
+                let (sender, receiver) = oneshot::channel();
+                // Spawned below, once this shard's lock is released.
+                task = Some((runtime, async move {
+                    let out = AssertUnwindSafe(async move { work(context, keep_alive).await })
                         .catch_unwind()
                         .await
-                        .map_err(|_| FlightError::Panicked)
-                });
-                let abort = handle.abort_handle();
-                let result = Joined(handle).shared();
+                        .map_err(|_| FlightError::Panicked);
+                    // The slot is gone from the map before any caller sees the result. (If the
+                    // task is cancelled instead, `cleanup` is dropped with it.)
+                    drop(cleanup);
+                    let _ = sender.send(out);
+                }));
+                let result = Joined(receiver).shared();
                 let slot = Slot {
                     id,
                     callers: usize::from(join),
                     keep_alive: usize::from(!join),
                     result: result.clone(),
-                    abort,
+                    abort: None,
                     state: Arc::clone(&state),
                 };
                 match entry {
@@ -275,6 +287,22 @@ where
             }
         };
         drop(dead);
+        if let Some((runtime, task)) = task {
+            let abort = runtime.spawn(task).abort_handle();
+            let id = joined.0;
+            let mut orphaned = true;
+            if let Some(mut slot) = self.inner.flights.get_mut(&key) {
+                if slot.id == id {
+                    slot.abort = Some(abort.clone());
+                    orphaned = false;
+                }
+            }
+            // Every caller left (or the task ended) before the handle was stored: nothing
+            // waits for it.
+            if orphaned {
+                abort.abort();
+            }
+        }
         if !join {
             return Ok(Started::Detached);
         }
@@ -312,6 +340,15 @@ where
     /// The callers waiting on every flight, all together.
     pub fn total_callers(&self) -> usize {
         self.inner.flights.iter().map(|slot| slot.callers).sum()
+    }
+
+    /// The keys of every flight under way.
+    pub(crate) fn keys(&self) -> Vec<K> {
+        self.inner
+            .flights
+            .iter()
+            .map(|slot| slot.key().clone())
+            .collect()
     }
 
     /// The states of every flight under way.
@@ -498,8 +535,8 @@ fn release<K: Hash + Eq, V, S>(
         leave(slot);
         slot.unused()
     });
-    if let Some((_, slot)) = removed {
-        slot.abort.abort();
+    if let Some(abort) = removed.and_then(|(_, slot)| slot.abort) {
+        abort.abort();
     }
 }
 
@@ -519,18 +556,17 @@ impl<K: Hash + Eq, V, S> Drop for Cleanup<K, V, S> {
     }
 }
 
-/// The flight's task, its output made `Clone` for `Shared`.
-struct Joined<V>(JoinHandle<Result<V, FlightError>>);
+/// The flight's result, as its task sends it; a task that ended without sending (cancelled,
+/// or dropped by a runtime that is shutting down) is `Cancelled`.
+struct Joined<V>(oneshot::Receiver<Result<V, FlightError>>);
 
 impl<V> Future for Joined<V> {
     type Output = Result<V, FlightError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.poll_unpin(cx).map(|joined| match joined {
-            Ok(out) => out,
-            Err(err) if err.is_panic() => Err(FlightError::Panicked),
-            Err(_) => Err(FlightError::Cancelled),
-        })
+        self.0
+            .poll_unpin(cx)
+            .map(|sent| sent.unwrap_or(Err(FlightError::Cancelled)))
     }
 }
 

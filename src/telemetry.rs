@@ -17,11 +17,13 @@
 //! | `scale_from_zero_provider_calls_total` | counter | `operation`, `outcome` (`ok`, `not_found`, `error`, `timeout`) | provider calls |
 //! | `scale_from_zero_provider_call_duration_seconds` | histogram | `operation` | provider call durations, queueing for the call cap included |
 //! | `scale_from_zero_scale_downs_total` | counter | `function`, `outcome` (`scaled`, `skipped`, `failed`) | scale to zero attempts |
+//! | `scale_from_zero_stale_serves_total` | counter | `function` | requests served from their function's last known state while the provider failed (stale-if-error) |
 //!
 //! `operation` is one of `get_replicas`, `set_replicas`, `scale_to_zero`, `record_activity`,
 //! `idle_for`. Label values are bounded: `function` (`name.namespace`) is set only for
-//! functions the provider reported to exist, never for a name that failed validation or that
-//! the provider does not know.
+//! functions the provider confirmed to exist (a successful read or a push), never for a name
+//! that failed validation, that the provider does not know, or that it could not be asked
+//! about (an outage).
 //!
 //! # Traces
 //!
@@ -53,6 +55,8 @@ pub const PROVIDER_CALLS: &str = "scale_from_zero_provider_calls_total";
 pub const PROVIDER_CALL_DURATION: &str = "scale_from_zero_provider_call_duration_seconds";
 /// Scale to zero attempts by outcome.
 pub const SCALE_DOWNS: &str = "scale_from_zero_scale_downs_total";
+/// Requests served from a function's last known state while its provider failed.
+pub const STALE_SERVES: &str = "scale_from_zero_stale_serves_total";
 
 pub(crate) fn cold_start(function: &FunctionId, ready: bool, took: Duration) {
     let name = function.to_string();
@@ -65,20 +69,6 @@ pub(crate) fn cold_start(function: &FunctionId, ready: bool, took: Duration) {
 
 pub(crate) fn held_gauge(function: &FunctionId) -> Gauge {
     gauge!(REQUESTS_HELD, "function" => function.to_string())
-}
-
-/// One more request held (on `gauge`, the function's); one fewer when the guard drops.
-pub(crate) fn held(gauge: Gauge) -> HeldGauge {
-    gauge.increment(1.0);
-    HeldGauge(gauge)
-}
-
-pub(crate) struct HeldGauge(Gauge);
-
-impl Drop for HeldGauge {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
 }
 
 pub(crate) fn coalesced_join() {
@@ -96,4 +86,8 @@ pub(crate) fn provider_call(operation: &'static str, outcome: &'static str, took
 
 pub(crate) fn scale_down(function: &FunctionId, outcome: &'static str) {
     counter!(SCALE_DOWNS, "function" => function.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn stale_serve(function: &FunctionId) {
+    counter!(STALE_SERVES, "function" => function.to_string()).increment(1);
 }

@@ -25,9 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use crate::activity::ActivityStore;
 use crate::{
-    ActivityStore, FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery,
-    ServiceQueryResponse,
+    FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse,
 };
 
 /// How a fake function behaves.

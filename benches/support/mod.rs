@@ -48,9 +48,10 @@ impl HeldFunction {
         let id = FunctionId::new("echo", "openfaas-fn").unwrap();
         let provider = Arc::new(InMemoryProvider::new());
         provider.add_function(&id, FakeFunction::new().startup_delay(hour));
-        let config = ScalingConfig::default()
+        let config = ScalingConfig::builder()
             .poll_interval(hour)
-            .readiness_deadline(hour);
+            .readiness_deadline(hour)
+            .build();
         let scaler = FunctionScaler::new(provider.clone(), config);
         let service = ScaleFromZeroLayer::new(scaler.clone()).layer(Trivial);
         Self {

@@ -9,7 +9,8 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
-use tower_scale_from_zero::{ColdStart, DefaultResponder, FunctionScaler, ScaleFromZeroLayer};
+use tower_scale_from_zero::middleware::ColdStart;
+use tower_scale_from_zero::{DefaultResponder, FunctionScaler, ScaleFromZeroLayer};
 
 use crate::cli::Options;
 use crate::platform::{self, Base, Platform, Upstreams};

@@ -200,7 +200,7 @@ impl Platform {
 /// The scaler's configuration: the readiness deadline, and scale to zero when asked for
 /// (`--scale-to-zero-after`, or a local function with an idle period of its own).
 fn config(options: &Options, own_idle: Option<Duration>) -> ScalingConfig {
-    let config = ScalingConfig::default().readiness_deadline(options.deadline);
+    let config = ScalingConfig::builder().readiness_deadline(options.deadline);
     let shortest = options
         .scale_to_zero_after
         .into_iter()
@@ -216,6 +216,7 @@ fn config(options: &Options, own_idle: Option<Duration>) -> ScalingConfig {
                 (idle / 10).clamp(Duration::from_millis(100), Duration::from_secs(10)),
             ),
     }
+    .build()
 }
 
 /// A rustls client configuration (ring) with the chosen roots and, optionally, the CAs of a

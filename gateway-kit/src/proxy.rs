@@ -20,8 +20,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_scale_from_zero::error::ErrorChain;
-use tower_scale_from_zero::UpgradeActivity;
+use tower_scale_from_zero::activity::UpgradeActivity;
 
 /// Errors of bodies passing through.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -240,7 +239,7 @@ fn finish(
         Ok(response) => Ok(respond(response, upgrade, activity)),
         Err(err) => {
             // hyper's own message ("client error (Connect)") does not say what went wrong.
-            let message = ErrorChain(&err).to_string();
+            let message = error_chain(&err);
             tracing::warn!(%upstream, error = %message, "upstream request failed");
             Err(UpstreamError {
                 refused: is_refused(&err),
@@ -427,4 +426,18 @@ mod tests {
         assert!(upgrade_protocol(&headers(&[("upgrade", "websocket")])).is_none());
         assert!(upgrade_protocol(&headers(&[("connection", "upgrade")])).is_none());
     }
+}
+
+/// `err` and each of its causes, `a: b: c`, skipping a cause whose text is already there.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        next = cause.source();
+    }
+    line
 }

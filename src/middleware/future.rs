@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
 
-use crate::activity::ActivityGuard;
-use crate::ResponseBody;
+use crate::body::ResponseBody;
+use crate::scaler::ActivityGuard;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

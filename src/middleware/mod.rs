@@ -30,7 +30,7 @@
 //!
 //! ```
 //! use http::Request;
-//! use tower_scale_from_zero::ColdStart;
+//! use tower_scale_from_zero::middleware::ColdStart;
 //!
 //! fn may_retry_refused_connection<B>(request: &Request<B>) -> bool {
 //!     request.extensions().get::<ColdStart>().is_some()

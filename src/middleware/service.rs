@@ -11,11 +11,11 @@ use tower_service::Service;
 use super::future::{Cold, ResponseFuture};
 use super::ColdStart;
 use crate::activity::UpgradeActivity;
+use crate::body::ResponseBody;
 use crate::extract::{ExtractFunction, OpenFaasPath};
-use crate::{
-    DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, InvalidFunction, ResponseBody,
-    ScaleError,
-};
+use crate::function::InvalidFunction;
+use crate::scaler::Warm;
+use crate::{DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, ScaleError};
 
 /// Holds requests for cold functions until a replica is ready; see [the module
 /// docs](crate::middleware). Cloning clones the inner service and bumps one reference count.
@@ -117,31 +117,30 @@ where
     #[inline]
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let shared = &*self.shared;
-        let (cold, guard) = match shared.extractor.extract(&req) {
-            None => (None, None),
+        let warm = match shared.extractor.extract(&req) {
+            None => Warm::Untracked,
             Some(target) => {
                 let function = match target.validate() {
                     Ok(function) => function,
                     Err(invalid) => return reject(&shared.responder, invalid),
                 };
                 match shared.scaler.warm(function) {
-                    Some(guard) => (None, guard),
-                    None => (
-                        Some(function.to_function_id().expect("validated above")),
-                        None,
-                    ),
+                    Warm::No => {
+                        let function = function.to_function_id().expect("validated above");
+                        return self.cold(function, req);
+                    }
+                    warm => warm,
                 }
             }
         };
-        match cold {
-            None => {
-                if let Some(guard) = &guard {
-                    UpgradeActivity::attach(&mut req, guard);
-                }
-                ResponseFuture::call(self.inner.call(req), guard)
+        let guard = match warm {
+            Warm::Tracked(guard) => {
+                UpgradeActivity::attach(&mut req, &guard);
+                Some(guard)
             }
-            Some(function) => self.cold(function, req),
-        }
+            _ => None,
+        };
+        ResponseFuture::call(self.inner.call(req), guard)
     }
 }
 

@@ -91,10 +91,10 @@ use serde::de::DeserializeOwned;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
-use crate::scaler::Jitter;
+use crate::activity::ActivityStore;
+use crate::util::Jitter;
 use crate::{
-    ActivityStore, FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery,
-    ServiceQueryResponse,
+    FunctionId, IdlePolicy, QueryError, ReadinessNotifier, ServiceQuery, ServiceQueryResponse,
 };
 
 /// The label a Deployment (and its Service) carries to be a function, by default.
@@ -1013,7 +1013,7 @@ fn handle<K: Watched>(
         Err(err) => {
             if table.healthy {
                 tracing::warn!(
-                    error = %crate::error::ErrorChain(&err),
+                    error = %crate::util::ErrorChain(&err),
                     "watch of {} failed; reading from the API server until it recovers",
                     K::WHAT
                 );

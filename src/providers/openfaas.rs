@@ -226,7 +226,7 @@ impl OpenFaasProvider {
             .request(request)
             .await
             // hyper's own message ("client error (Connect)") does not say what went wrong.
-            .map_err(|e| QueryError::provider(crate::error::ErrorChain(&e).to_string()))?;
+            .map_err(|e| QueryError::provider(crate::util::ErrorChain(&e).to_string()))?;
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()

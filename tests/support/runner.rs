@@ -1,6 +1,5 @@
 //! What the `harness = false` test binaries share (their runner, the example binaries as
-//! processes) and what any test may use (a free port). Each includes what it needs.
-#![allow(dead_code, unused_macros, unused_imports)]
+//! processes) and what any test may use (a free port).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,53 +13,64 @@ pub type Test = (
 
 /// `tests![a, b]`: the named async functions as [`Test`]s.
 macro_rules! tests {
-    ($($name:ident),* $(,)?) => {
+    ($($name:path),* $(,)?) => {
         [$((stringify!($name), (|| Box::pin($name()) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) as fn() -> _)),*]
     };
 }
 pub(crate) use tests;
 
-/// Runs the tests whose name contains the first non-flag argument (all without one), in order,
-/// each spawned on `runtime` and failed after `limit`; prints one line per test as libtest
-/// does. Whether all passed.
-pub fn run(runtime: &tokio::runtime::Runtime, tests: &[Test], limit: Duration) -> bool {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let (mut passed, mut failed) = (0, 0);
-    println!("\nrunning {} tests", tests.len());
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let started = Instant::now();
-        let outcome =
-            runtime.block_on(async { tokio::time::timeout(limit, tokio::spawn(test())).await });
-        let took = started.elapsed();
-        match outcome {
-            Ok(Ok(())) => {
-                println!("test {name} ... ok ({took:.1?})");
-                passed += 1;
-            }
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED ({took:.1?})");
-                failed += 1;
-            }
-            Err(_) => {
-                println!("test {name} ... FAILED (timed out after {limit:?})");
-                failed += 1;
-            }
-        }
-    }
-    println!("\n{passed} passed, {failed} failed");
-    failed == 0
+/// The trials of `tests`, each run on a multi-threaded runtime of its own and failed after
+/// `limit`.
+pub fn trials(tests: &[Test], limit: Duration) -> Vec<libtest_mimic::Trial> {
+    tests
+        .iter()
+        .map(|&(name, test)| libtest_mimic::Trial::test(name, move || run_one(test, limit)))
+        .collect()
 }
 
-/// A `harness = false` binary's `main` after its own set-up: runs `tests` (see [`run`]) on a
-/// multi-threaded runtime and exits with libtest's status (0 when all passed, 1 otherwise).
-pub fn main(tests: &[Test], limit: Duration) -> ! {
+/// Runs one test on a runtime of its own; a panic or a timeout fails it.
+pub fn run_one(
+    test: fn() -> Pin<Box<dyn Future<Output = ()> + Send>>,
+    limit: Duration,
+) -> Result<(), libtest_mimic::Failed> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let passed = run(&runtime, tests, limit);
+    let outcome =
+        runtime.block_on(async { tokio::time::timeout(limit, tokio::spawn(test())).await });
+    // The runtime stops here, with whatever the test left running.
     drop(runtime);
-    std::process::exit(i32::from(!passed));
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(panicked)) => Err(panic_message(panicked).into()),
+        Err(_) => Err(format!("timed out after {limit:?}").into()),
+    }
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panicked".into()),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// libtest's command line (filters, `--skip`, `--exact`, `--list`, `--test-threads`, ...).
+/// These binaries start processes and servers whose timing they measure: one test at a time
+/// unless `--test-threads` says otherwise.
+pub fn arguments() -> libtest_mimic::Arguments {
+    let mut args = libtest_mimic::Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
+    args
+}
+
+/// A `harness = false` binary's `main` after its own set-up: runs `tests` (see [`trials`]) as
+/// libtest would and exits with its status.
+pub fn main(tests: &[Test], limit: Duration) -> ! {
+    libtest_mimic::run(&arguments(), trials(tests, limit)).exit()
 }
 
 /// A port nothing listens on right now.

@@ -1,0 +1,336 @@
+//! The flight that brings a function up: `Cold` (or `ScaledDown`) → `ScalingUp` → `Warm`, run
+//! once however many requests wait; also the refresh of a warm function whose cache entry
+//! expired, and the stale-if-error fallback when that refresh fails.
+
+use std::sync::Arc;
+
+use tokio::time::{sleep_until, Instant};
+
+use super::{Lifecycle, Record, Trust};
+use crate::scaler::flight::{Flight, Outcome, Ready};
+use crate::single_flight::FlightContext;
+use crate::util::{ErrorChain, Millis};
+use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
+
+pub(super) type FlightCx = FlightContext<FunctionId, Outcome, Flight>;
+
+impl Lifecycle {
+    /// The flight's task. It has no deadline of its own: it runs while a request waits on it
+    /// (each with its own deadline, swept here) or while a `set_replicas` it sent is under
+    /// way.
+    pub(super) async fn cold_start(
+        self: Arc<Self>,
+        function: FunctionId,
+        context: FlightCx,
+    ) -> Outcome {
+        let started = Instant::now();
+        let flight = Arc::clone(context.state());
+        if self.records.get(function.as_function_ref()).is_some() {
+            flight.confirmed(&function);
+        }
+        let outcome = tokio::select! {
+            outcome = self.bring_up(&function, &context, &flight) => outcome,
+            never = flight.deadlines().run() => match never {},
+        };
+        self.report(&function, &flight, started, &outcome);
+        outcome
+    }
+
+    /// Activity, metrics and the log line of a flight that ended.
+    fn report(&self, function: &FunctionId, flight: &Flight, started: Instant, outcome: &Outcome) {
+        let record = self.records.get(function.as_function_ref());
+        if let (Ok(ready), Some(record)) = (outcome, &record) {
+            if ready.state.is_ready() {
+                // Made ready just now: its requests are about to be forwarded, so its idle
+                // period starts afresh.
+                record.touch();
+            }
+        }
+        // Only a function the provider confirmed becomes a label.
+        if flight.is_cold() && record.is_some() {
+            match outcome {
+                Ok(ready) => crate::telemetry::cold_start(function, ready.cold, started.elapsed()),
+                Err(err) if err.kind() != ErrorKind::NotFound => {
+                    crate::telemetry::cold_start(function, false, started.elapsed())
+                }
+                Err(_) => {}
+            }
+        }
+        match outcome {
+            Ok(ready) if ready.cold => {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(
+                    function = %function,
+                    waited_ms,
+                    available = ready.state.available_replicas,
+                    "function ready after {waited_ms} ms"
+                );
+            }
+            Ok(_) => tracing::debug!(function = %function, "function is warm"),
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                tracing::debug!(function = %function, "function not found");
+            }
+            Err(err) => {
+                tracing::warn!(function = %function, error = %ErrorChain(err), "cold start failed");
+            }
+        }
+    }
+
+    async fn bring_up(
+        &self,
+        function: &FunctionId,
+        context: &FlightCx,
+        flight: &Flight,
+    ) -> Outcome {
+        let config = &self.config;
+        let mut failures = 0;
+
+        // The first answer tells a warm function whose cache entry expired (released at once,
+        // never counted as held) from a cold one. A failed call counts as cold, unless the
+        // function was known warm: then its requests are served from that (stale-if-error).
+        let state = loop {
+            if let Some(ready) = flight.released() {
+                return Ok(ready.clone());
+            }
+            match self
+                .calls
+                .call("get_replicas", self.query.get_replicas(function))
+                .await
+            {
+                Ok(state) => break state,
+                Err(err) => {
+                    if err.is_retryable() {
+                        if let Some(ready) = self.stale_after(function, &err) {
+                            return Ok(ready);
+                        }
+                    }
+                    self.failed(function, flight, err, &mut failures, None)?;
+                    flight.mark_cold();
+                    let retry_at = Instant::now() + self.calls.backoff().pause(failures);
+                    if let Some(ready) = self.pause(flight, retry_at).await {
+                        return Ok(ready);
+                    }
+                }
+            }
+        };
+        failures = 0;
+        let (record, trust) = self.confirm(function, &state, flight);
+        if trust == Trust::Ready {
+            return Ok(Ready::now(state, flight.is_cold()));
+        }
+        if self.is_draining() {
+            // A drain refuses new cold starts; warm functions were served above.
+            return Err(ScaleError::shutting_down(
+                function.clone(),
+                config.retry_after(),
+            ));
+        }
+        flight.mark_cold();
+        // Only for a waiter that holds a place under the total limit: if every one is refused
+        // they leave, and the flight is aborted here without having touched the platform.
+        flight.some_admitted().await;
+        if let Some(ready) = flight.released() {
+            return Ok(ready.clone());
+        }
+
+        // Scale up unless the platform is scaling already, or this scaler asked and has not
+        // seen its request take effect yet (a read right after a write may show desired 0).
+        // A flight sends at most one successful `set_replicas`.
+        let mut sent = false;
+        let mut look_now = false;
+        if (state.desired_replicas == 0 || !record.trusts_ready())
+            && !record.recently_asked(Instant::now(), config.readiness_deadline())
+        {
+            if let Some(ready) = self
+                .scale_up(function, context, flight, &record, &state)
+                .await?
+            {
+                return Ok(ready);
+            }
+            sent = true;
+            // Look once without waiting: a fast platform should not cost a poll interval.
+            look_now = true;
+        }
+
+        let waiting_since = Instant::now();
+        // Wait: a poll per interval on a fixed schedule; a push for this function ends the
+        // wait at once. Pushes for other functions never reach this flight.
+        let mut next_poll = Instant::now() + config.poll_interval();
+        loop {
+            if !std::mem::take(&mut look_now) {
+                if let Some(ready) = self.pause(flight, next_poll).await {
+                    return Ok(ready);
+                }
+            } else if let Some(ready) = flight.released() {
+                return Ok(ready.clone());
+            }
+            let polled = self
+                .calls
+                .call("get_replicas", self.query.get_replicas(function))
+                .await;
+            next_poll = Instant::now() + config.poll_interval();
+            match polled {
+                Ok(state) => {
+                    failures = 0;
+                    let (record, trust) = self.confirm(function, &state, flight);
+                    if trust == Trust::Ready {
+                        return Ok(Ready::now(state, true));
+                    }
+                    // This flight skipped its scale-up on the strength of an earlier request,
+                    // and a whole readiness deadline later the platform still wants 0: that
+                    // request was lost, not lagging. (Steady traffic can keep one flight going
+                    // for longer than any deadline.)
+                    if !sent
+                        && state.desired_replicas == 0
+                        && waiting_since.elapsed() >= config.readiness_deadline()
+                    {
+                        if let Some(ready) = self
+                            .scale_up(function, context, flight, &record, &state)
+                            .await?
+                        {
+                            return Ok(ready);
+                        }
+                        sent = true;
+                        look_now = true;
+                    }
+                }
+                Err(err) => {
+                    self.failed(function, flight, err, &mut failures, None)?;
+                    next_poll = Instant::now() + self.calls.backoff().pause(failures);
+                }
+            }
+        }
+    }
+
+    /// Sends `set_replicas(target)` until it succeeds, with backoff between failures; ends
+    /// early with the state if a ready one is pushed meanwhile. Once sent, a call runs to its
+    /// own end (success, error or call timeout) even if every waiter leaves meanwhile:
+    /// abandoning requests must not abandon the platform mid-write.
+    async fn scale_up(
+        &self,
+        function: &FunctionId,
+        context: &FlightCx,
+        flight: &Flight,
+        record: &Record,
+        state: &ServiceQueryResponse,
+    ) -> Result<Option<Ready>, ScaleError> {
+        let target = state.scale_target();
+        let mut failures = 0;
+        loop {
+            let Some(writing) = context.keep_alive() else {
+                // Every waiter has left and the flight's abort is on its way: send nothing.
+                return std::future::pending().await;
+            };
+            match self
+                .calls
+                .call("set_replicas", self.query.set_replicas(function, target))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(function = %function, "function scaled 0 → {target}");
+                    // Until a read shows it, a later flight takes the platform's
+                    // read-after-write lag for what it is; reads are trusted again.
+                    record.scale_up_sent(Instant::now());
+                    return Ok(None);
+                }
+                Err(err) => {
+                    let attempts = failures + 1;
+                    self.failed(function, flight, err, &mut failures, Some(attempts))?;
+                }
+            }
+            drop(writing);
+            let retry_at = Instant::now() + self.calls.backoff().pause(failures);
+            if let Some(ready) = self.pause(flight, retry_at).await {
+                // Pushed ready while retrying: someone else scaled it. Nothing left to write.
+                return Ok(Some(ready));
+            }
+        }
+    }
+
+    /// Waits until `until`, or less if a push released the flight (returned) or a read is
+    /// asked for (`None`, as when the time is up). The sleep is made once.
+    async fn pause(&self, flight: &Flight, until: Instant) -> Option<Ready> {
+        let sleep = sleep_until(until);
+        tokio::pin!(sleep);
+        loop {
+            let woken = flight.wake().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if let Some(ready) = flight.released() {
+                return Some(ready.clone());
+            }
+            if flight.take_look_now() {
+                return None;
+            }
+            tokio::select! {
+                _ = &mut sleep => return None,
+                _ = woken => {}
+            }
+        }
+    }
+
+    /// A refresh of `function` failed with `err` (retryable): its last known state, if the
+    /// function was known warm recently enough (stale-if-error). Logged once per outage.
+    fn stale_after(&self, function: &FunctionId, err: &QueryError) -> Option<Ready> {
+        let record = self.records.get(function.as_function_ref())?;
+        let window = self.config.stale_if_error();
+        match record.refresh_failed(Instant::now(), window, self.calls.backoff()) {
+            super::record::Stale::Serve { state, began } => {
+                if began {
+                    tracing::warn!(
+                        function = %function,
+                        error = %ErrorChain(err),
+                        "the provider is failing: serving {function} from its last known state \
+                         (for up to {} after it was last confirmed)",
+                        Millis(window)
+                    );
+                }
+                Some(Ready::stale(state))
+            }
+            super::record::Stale::Expired { first } => {
+                if first {
+                    tracing::warn!(
+                        function = %function,
+                        error = %ErrorChain(err),
+                        "the last known state of {function} is older than {}: its requests \
+                         wait for the provider again",
+                        Millis(window)
+                    );
+                }
+                None
+            }
+            super::record::Stale::Unknown => None,
+        }
+    }
+
+    /// Counts a failed call; says whether the flight ends with it (not found, permanent, or
+    /// too many failures in a row).
+    fn failed(
+        &self,
+        function: &FunctionId,
+        flight: &Flight,
+        err: QueryError,
+        failures: &mut u32,
+        scale_attempts: Option<u32>,
+    ) -> Result<(), ScaleError> {
+        if err.is_not_found() {
+            self.gone(function);
+            return Err(ScaleError::not_found(function.clone()));
+        }
+        *failures += 1;
+        tracing::debug!(
+            function = %function,
+            failures = *failures,
+            error = %ErrorChain(&err),
+            "provider call failed"
+        );
+        flight.set_last_error(err.clone());
+        if err.is_retryable() && *failures < self.config.max_scale_attempts() {
+            return Ok(());
+        }
+        Err(match scale_attempts {
+            Some(attempts) => ScaleError::scale_failed(function.clone(), attempts, err),
+            None => ScaleError::provider(function.clone(), err),
+        })
+    }
+}

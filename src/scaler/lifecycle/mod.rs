@@ -1,0 +1,223 @@
+//! The life of a function, in one place: what the scaler knows of each function it saw, and
+//! every move from one phase to the next.
+//!
+//! # Phases
+//!
+//! Each function the provider confirmed (a read or a push) has a [`Record`] whose [`Phase`]
+//! is one of:
+//!
+//! | phase | means | requests |
+//! |---|---|---|
+//! | `Cold` | no replica ready at the last read, no scale-up of ours pending | wait for a cold start |
+//! | `ScalingUp` | our scale-up was sent; no read has shown it yet | wait; a read that still says "desired 0" is lag, not a reason to ask again |
+//! | `Warm` | ready at the last read or push | forwarded (the cache answers until its entry expires) |
+//! | `ScalingDown` | our scale-down is under way | wait, each with its own deadline, then a fresh scale-up |
+//! | `ScaledDown` | we scaled it to zero | wait for a fresh scale-up; "ready" reads from before are ignored |
+//!
+//! A function with no record is *unknown*; one the provider said does not exist is *gone*:
+//! its record is dropped and its name remembered for `not_found_ttl` (404 without a call).
+//!
+//! # Moves
+//!
+//! | from | event | to | where |
+//! |---|---|---|---|
+//! | unknown | a read or push confirms it exists | `Cold` or `Warm` | [`Lifecycle::confirm`], [`Lifecycle::push`] |
+//! | `Cold`, `ScalingUp`, `Warm` | a read or push says ready | `Warm` | [`Record::seen`] |
+//! | `Warm` | a read or push says not ready | `Cold` | [`Record::seen`] |
+//! | `Cold`, `ScaledDown` | our scale-up is sent | `ScalingUp` | [`cold_start`](Lifecycle::cold_start) |
+//! | `ScalingUp` | a read shows desired > 0 | `Cold` (the platform is starting it) | [`Record::seen`] |
+//! | `ScalingUp` | a readiness deadline passes and reads still say desired 0 | scale-up sent again | [`cold_start`](Lifecycle::cold_start) |
+//! | `Warm` | idle for its period, nothing in flight, no other gateway served it | `ScalingDown` | [`scale_down`](Lifecycle::scale_down) |
+//! | `ScalingDown` | the platform scaled it down | `ScaledDown` | [`Record::scaled_down`] |
+//! | `ScalingDown` | the platform refused, or the call failed | `Warm` (retried later, with backoff) | [`Record::scale_down_abandoned`] |
+//! | `ScalingDown`, `ScaledDown` | a read or push says ready | unchanged (it is from before) | [`Record::seen`] |
+//! | any | the provider says not found (a read, a scale-down) | gone | [`Lifecycle::gone`] |
+//! | any but `ScalingUp`, `ScalingDown`, `ScaledDown` | quiet and idle, and not opted in to scale to zero | unknown (record dropped) | the reaper; a full map drops its oldest unused record |
+//!
+//! Beside the phase, a `Warm` function whose refresh fails with a retryable error or a
+//! timeout is in an *outage*: its requests are served from its last known state
+//! (stale-if-error) until `stale_if_error` after it was last confirmed, refreshes backing off
+//! meanwhile; the next successful read ends the outage.
+//!
+//! # Who moves it
+//!
+//! Requests ([`requests`]) take the warm path, or join the function's flight
+//! ([`SingleFlight`]): one task per function at a time, that brings it up
+//! ([`cold_start`](Lifecycle::cold_start)) or takes it down
+//! ([`scale_down`](Lifecycle::scale_down)); the waiters and their deadlines live in
+//! [`waiters`](super::waiters). Pushes ([`ReadinessNotifier`](crate::ReadinessNotifier)) move a
+//! record directly and release the flight's waiters. The idle reaper looks for functions due
+//! for scale to zero.
+
+mod cold_start;
+mod record;
+pub(crate) mod requests;
+mod scale_down;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+pub use self::record::Phase;
+pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
+use self::scale_down::Reaper;
+use super::flight::{Flight, Outcome, Ready};
+use super::provider_calls::ProviderCalls;
+use crate::activity::ActivityStore;
+use crate::cache::FunctionCacher;
+use crate::cache::TtlMap;
+use crate::function::FunctionRef;
+use crate::single_flight::SingleFlight;
+use crate::{FunctionId, ScalingConfig, ServiceQuery, ServiceQueryResponse};
+
+/// Everything the scaler keeps, per function and in all: the one owner of function state.
+pub(crate) struct Lifecycle {
+    pub(crate) config: ScalingConfig,
+    pub(crate) query: Arc<dyn ServiceQuery>,
+    /// Fresh replica states: the warm path's question.
+    pub(crate) cache: Arc<dyn FunctionCacher>,
+    /// Functions the provider confirmed.
+    pub(crate) records: Records,
+    /// Functions the provider said do not exist, remembered briefly.
+    gone: TtlMap<()>,
+    /// One flight per function at a time.
+    pub(crate) flights: SingleFlight<FunctionId, Outcome, Flight>,
+    /// Requests waiting for cold functions, all together.
+    pub(crate) held: AtomicUsize,
+    pub(crate) calls: ProviderCalls,
+    /// Scale to zero on: requests in flight are counted and idle functions scaled down.
+    pub(crate) tracking: bool,
+    pub(crate) activity_store: Option<Arc<dyn ActivityStore>>,
+    reaper: Reaper,
+    /// Draining: no new cold start; and once the drain's budget is spent, waiting requests
+    /// are answered 503.
+    pub(crate) draining: AtomicBool,
+    pub(crate) drain_expired: AtomicBool,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(
+        query: Arc<dyn ServiceQuery>,
+        cache: Arc<dyn FunctionCacher>,
+        config: ScalingConfig,
+        activity_store: Option<Arc<dyn ActivityStore>>,
+    ) -> Self {
+        Self {
+            query,
+            cache,
+            records: Records::new(config.cache_capacity().max(1_000)),
+            gone: TtlMap::new(config.not_found_ttl(), config.not_found_capacity()),
+            flights: SingleFlight::new(),
+            held: AtomicUsize::new(0),
+            calls: ProviderCalls::new(&config),
+            tracking: config.scale_to_zero(),
+            activity_store,
+            reaper: Reaper::default(),
+            draining: AtomicBool::new(false),
+            drain_expired: AtomicBool::new(false),
+            config,
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether the provider said `function` does not exist, less than `not_found_ttl` ago.
+    pub(crate) fn is_gone(&self, function: FunctionRef<'_>) -> bool {
+        self.gone.get(function).is_some()
+    }
+
+    /// A read at `now` confirmed `function` exists: its record (made if new) takes the state.
+    pub(crate) fn confirm(
+        &self,
+        function: &FunctionId,
+        state: &ServiceQueryResponse,
+        flight: &Flight,
+    ) -> (Arc<Record>, Trust) {
+        let record = self.record(function);
+        flight.confirmed(function);
+        let seen = record.seen(state, Instant::now());
+        if let Some(outage) = seen.recovered {
+            tracing::info!(
+                function = %function,
+                "the provider answers again: {function} was served from its last known state for {}",
+                crate::util::Millis(outage)
+            );
+        }
+        if seen.trust == Trust::Ready {
+            self.cache.set(function, state.clone());
+        }
+        (record, seen.trust)
+    }
+
+    /// The record of `function`, made if it has none. Only for functions the provider
+    /// confirmed (a name becomes state here only then).
+    pub(crate) fn record(&self, function: &FunctionId) -> Arc<Record> {
+        self.records
+            .get_or_insert(function, |record| self.is_unused(record))
+    }
+
+    /// Whether nothing refers to `record`: no request in flight, no flight, no scale-down.
+    fn is_unused(&self, record: &Record) -> bool {
+        record.in_flight() == 0
+            && record.phase() != Phase::ScalingDown
+            && self.flights.state(record.id()).is_none()
+    }
+
+    /// A state pushed by the provider: the record takes it (a push confirms the function
+    /// exists), the cache too unless it is a "ready" from before our scale-down, and a ready
+    /// state releases the requests waiting on the function's flight at once.
+    pub(crate) fn push(&self, function: &FunctionId, state: ServiceQueryResponse) {
+        let record = self.record(function);
+        let seen = record.seen(&state, Instant::now());
+        if seen.trust == Trust::Stale {
+            return;
+        }
+        self.cache.set(function, state.clone());
+        if seen.trust == Trust::Ready {
+            if let Some(flight) = self.flights.state(function) {
+                flight.confirmed(function);
+                flight.release(Ready::now(state, flight.is_cold()));
+            }
+        }
+    }
+
+    /// See [`ReadinessNotifier::notify_changed`](crate::ReadinessNotifier::notify_changed).
+    pub(crate) fn changed(&self, function: &FunctionId) {
+        self.cache.invalidate(function.as_function_ref());
+        if let Some(flight) = self.flights.state(function) {
+            flight.look_now();
+        }
+    }
+
+    /// The provider says `function` does not exist: everything known of it goes, and its name
+    /// is remembered briefly.
+    pub(crate) fn gone(&self, function: &FunctionId) {
+        let key = function.as_function_ref();
+        if self.records.remove(key).is_some() {
+            tracing::info!(function = %function, "function is gone from the platform; forgotten");
+        }
+        self.cache.invalidate(key);
+        self.gone.insert(function, ());
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.reaper.stop();
+    }
+}
+
+impl fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("config", &self.config)
+            .field("functions", &self.records.len())
+            .field("flights", &self.flights.len())
+            .field("held", &self.held.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}

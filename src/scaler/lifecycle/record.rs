@@ -1,0 +1,684 @@
+//! [`Record`]: what the scaler knows of one function, its [`Phase`] and the moves between
+//! phases; [`Records`], the bounded map of them; [`ActivityGuard`], a request in flight.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::time::Instant;
+
+use crate::function::FunctionRef;
+use crate::function::Key;
+use crate::util::{far_instant, lock, Backoff};
+use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
+
+/// Where a function is in its life, as this scaler knows it. See the [module
+/// docs](super) for the moves between phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// No replica is ready (or the last read said so), and no scale-up of this scaler's is
+    /// pending.
+    Cold,
+    /// This scaler asked the platform for replicas and has not yet seen the request take
+    /// effect: a read that still says "desired 0" is read-after-write lag, not a reason to ask
+    /// again (for up to a readiness deadline).
+    ScalingUp,
+    /// Ready at the last read or push.
+    Warm,
+    /// This scaler is scaling it to zero: requests take the cold path and wait; reads and
+    /// pushes that still say "ready" are from before and are not trusted.
+    ScalingDown,
+    /// This scaler scaled it to zero: "ready" is not trusted until its next scale-up is sent.
+    ScaledDown,
+}
+
+impl Phase {
+    const ALL: [Phase; 5] = [
+        Phase::Cold,
+        Phase::ScalingUp,
+        Phase::Warm,
+        Phase::ScalingDown,
+        Phase::ScaledDown,
+    ];
+
+    fn from_u8(value: u8) -> Self {
+        Self::ALL[usize::from(value)]
+    }
+
+    /// Whether a "ready" read or push is from before this scaler's own scale-down.
+    const fn distrusts_ready(self) -> bool {
+        matches!(self, Phase::ScalingDown | Phase::ScaledDown)
+    }
+}
+
+/// What a read or a push told a record.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    pub(crate) trust: Trust,
+    /// The function was served from its last known state and this read ended that: for how
+    /// long.
+    pub(crate) recovered: Option<Duration>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trust {
+    /// Ready, and believed.
+    Ready,
+    /// Not ready.
+    NotReady,
+    /// "Ready", but from before this scaler's scale-down: ignored.
+    Stale,
+}
+
+/// What a failed refresh of a function leaves its requests.
+#[derive(Debug)]
+pub(crate) enum Stale {
+    /// Serve them from the last known state; `began` on the first failure of an outage.
+    Serve {
+        state: ServiceQueryResponse,
+        began: bool,
+    },
+    /// The last known state is too old to serve (`first`: the first time this outage).
+    Expired { first: bool },
+    /// Not known warm: no stale state to serve.
+    Unknown,
+}
+
+/// `IdlePolicy` in one atomic word.
+const NEVER: u64 = 0;
+const DEFAULT: u64 = u64::MAX;
+
+fn encode(policy: IdlePolicy) -> u64 {
+    match policy {
+        IdlePolicy::Never => NEVER,
+        IdlePolicy::AfterDefault => DEFAULT,
+        // At least 1 ms, so that it is never read back as `Never`.
+        IdlePolicy::After(period) => (period.as_millis() as u64).clamp(1, DEFAULT - 1),
+    }
+}
+
+fn decode(word: u64) -> IdlePolicy {
+    match word {
+        NEVER => IdlePolicy::Never,
+        DEFAULT => IdlePolicy::AfterDefault,
+        ms => IdlePolicy::After(Duration::from_millis(ms)),
+    }
+}
+
+/// `next_record` while a record is under way: never due.
+const RECORDING: u64 = u64::MAX;
+
+/// One function the provider confirmed: its phase and activity. The warm path reads the
+/// atomics; the moves between phases take the small lock.
+pub(crate) struct Record {
+    id: FunctionId,
+    epoch: Instant,
+    phase: AtomicU8,
+    /// Requests in flight (scale to zero on).
+    in_flight: AtomicUsize,
+    /// When the last one ended (ms since `epoch`).
+    last_end: AtomicU64,
+    policy: AtomicU64,
+    /// When this gateway is next due to record activity in the shared store (ms since
+    /// `epoch`); `RECORDING` while a record is under way.
+    next_record: AtomicU64,
+    record_failures: AtomicU32,
+    slow: Mutex<Slow>,
+}
+
+#[derive(Default)]
+struct Slow {
+    /// `ScalingUp`: when the scale-up was sent.
+    asked_at: Option<Instant>,
+    /// The last state read or pushed as ready, and when: what stale-if-error serves.
+    last_ready: Option<(ServiceQueryResponse, Instant)>,
+    outage: Option<Outage>,
+    scale_down_failures: u32,
+    /// No scale-down before (ms since `epoch`).
+    scale_down_not_before: u64,
+}
+
+/// Refreshes of a warm function failing in a row.
+struct Outage {
+    since: Instant,
+    failures: u32,
+    /// Requests before this are served stale without a refresh.
+    retry_at: Instant,
+    expiry_logged: bool,
+}
+
+impl Record {
+    fn new(id: FunctionId, epoch: Instant) -> Self {
+        let now = ms_since(epoch);
+        Self {
+            id,
+            epoch,
+            phase: AtomicU8::new(Phase::Cold as u8),
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(now),
+            policy: AtomicU64::new(NEVER),
+            next_record: AtomicU64::new(0),
+            record_failures: AtomicU32::new(0),
+            slow: Mutex::new(Slow::default()),
+        }
+    }
+
+    pub(crate) fn id(&self) -> &FunctionId {
+        &self.id
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::SeqCst))
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
+    }
+
+    pub(crate) fn policy(&self) -> IdlePolicy {
+        decode(self.policy.load(Ordering::Relaxed))
+    }
+
+    /// Milliseconds on this record's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        ms_since(self.epoch)
+    }
+
+    // --- reads and pushes --------------------------------------------------------------------
+
+    /// A state read from the provider or pushed by it at `now`: the latest idle policy
+    /// replaces the old one at once; "ready" moves the function to `Warm` unless it is from
+    /// before this scaler's scale-down; "not ready" moves a `Warm` function to `Cold`, and a
+    /// `ScalingUp` one too once the platform shows it wants replicas.
+    pub(crate) fn seen(&self, state: &ServiceQueryResponse, now: Instant) -> Seen {
+        self.policy
+            .store(encode(state.scale_to_zero), Ordering::Relaxed);
+        let mut slow = lock(&self.slow);
+        let recovered = slow.outage.take().map(|outage| now - outage.since);
+        let phase = self.phase();
+        let trust = if state.is_ready() {
+            if phase.distrusts_ready() {
+                Trust::Stale
+            } else {
+                self.set_phase(Phase::Warm);
+                slow.asked_at = None;
+                slow.last_ready = Some((state.clone(), now));
+                Trust::Ready
+            }
+        } else {
+            match phase {
+                Phase::Warm => self.set_phase(Phase::Cold),
+                Phase::ScalingUp if state.desired_replicas > 0 => {
+                    self.set_phase(Phase::Cold);
+                    slow.asked_at = None;
+                }
+                _ => {}
+            }
+            Trust::NotReady
+        };
+        Seen { trust, recovered }
+    }
+
+    /// Whether "ready" would be believed now.
+    pub(crate) fn trusts_ready(&self) -> bool {
+        !self.phase().distrusts_ready()
+    }
+
+    // --- scale-up ----------------------------------------------------------------------------
+
+    /// This scaler's scale-up was sent (from `Cold` or `ScaledDown`; a function that a push
+    /// made `Warm` meanwhile stays so).
+    pub(crate) fn scale_up_sent(&self, now: Instant) {
+        let mut slow = lock(&self.slow);
+        if self.phase() != Phase::Warm {
+            self.set_phase(Phase::ScalingUp);
+            slow.asked_at = Some(now);
+        }
+    }
+
+    /// Whether this scaler sent a scale-up less than `within` ago that no read has shown yet.
+    pub(crate) fn recently_asked(&self, now: Instant, within: Duration) -> bool {
+        let slow = lock(&self.slow);
+        self.phase() == Phase::ScalingUp
+            && slow
+                .asked_at
+                .is_some_and(|at| now < far_instant(at, within))
+    }
+
+    // --- scale-down --------------------------------------------------------------------------
+
+    /// Whether it is due for scale to zero at `now_ms`: warm, opted in, nothing in flight, idle
+    /// for its period, not backing off.
+    pub(crate) fn due(&self, now_ms: u64, default: Duration) -> Option<Duration> {
+        let period = self.policy().period(default)?;
+        let idle = now_ms.saturating_sub(self.last_end.load(Ordering::Acquire));
+        let due = self.phase() == Phase::Warm
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && idle >= period.as_millis() as u64
+            && now_ms >= lock(&self.slow).scale_down_not_before;
+        due.then_some(period)
+    }
+
+    /// Whether the record can go: nothing in flight, idle for `after`, and nothing that a
+    /// later read would need (not opted in, not scaled down by this scaler).
+    pub(crate) fn forgettable(&self, now_ms: u64, after: Duration) -> bool {
+        let idle = now_ms.saturating_sub(self.last_end.load(Ordering::Acquire));
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && idle >= after.as_millis() as u64
+            && (self.policy() == IdlePolicy::Never || self.phase() == Phase::Cold)
+            && !matches!(
+                self.phase(),
+                Phase::ScalingUp | Phase::ScalingDown | Phase::ScaledDown
+            )
+    }
+
+    /// `Warm` → `ScalingDown`, unless a request is in flight (then nothing changes and the
+    /// answer is `false`). From here on requests take the cold path.
+    pub(crate) fn begin_scale_down(&self) -> bool {
+        let _slow = lock(&self.slow);
+        if self.phase() != Phase::Warm {
+            return false;
+        }
+        // Paired with `enter`: this store and that increment are both sequentially
+        // consistent, so either the request sees `ScalingDown` or this sees the request.
+        self.set_phase(Phase::ScalingDown);
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            self.set_phase(Phase::Warm);
+            return false;
+        }
+        true
+    }
+
+    /// `ScalingDown` → `ScaledDown`: the platform scaled it to zero.
+    pub(crate) fn scaled_down(&self) {
+        let mut slow = lock(&self.slow);
+        self.set_phase(Phase::ScaledDown);
+        slow.scale_down_failures = 0;
+        slow.last_ready = None;
+        slow.outage = None;
+    }
+
+    /// `ScalingDown` → `Warm`: the scale-down did not happen (refused or failed); no new
+    /// attempt for `pause`. Returns the failed attempts in a row when `failed`.
+    pub(crate) fn scale_down_abandoned(&self, pause: Duration, failed: bool) -> u32 {
+        let mut slow = lock(&self.slow);
+        if self.phase() == Phase::ScalingDown {
+            self.set_phase(Phase::Warm);
+        }
+        if failed {
+            slow.scale_down_failures += 1;
+        }
+        slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+        slow.scale_down_failures
+    }
+
+    /// No scale-down for `pause` (nothing else changes): another gateway served it recently,
+    /// or one is being considered.
+    pub(crate) fn defer_scale_down(&self, pause: Duration) {
+        lock(&self.slow).scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+    }
+
+    /// Failed scale-downs in a row.
+    pub(crate) fn scale_down_failures(&self) -> u32 {
+        lock(&self.slow).scale_down_failures
+    }
+
+    // --- stale-if-error ----------------------------------------------------------------------
+
+    /// The last known ready state, if requests may be served from it without a refresh now:
+    /// an outage is under way and its next refresh is not due yet.
+    pub(crate) fn stale(&self, now: Instant, window: Duration) -> Option<ServiceQueryResponse> {
+        let slow = lock(&self.slow);
+        let outage = slow.outage.as_ref()?;
+        let (state, at) = slow.last_ready.as_ref()?;
+        (self.phase() == Phase::Warm && now < outage.retry_at && now < far_instant(*at, window))
+            .then(|| state.clone())
+    }
+
+    /// A refresh failed with a retryable error at `now`: whether its requests may be served
+    /// from the last known state (warm, confirmed less than `window` ago), with the next
+    /// refresh after `backoff`.
+    pub(crate) fn refresh_failed(
+        &self,
+        now: Instant,
+        window: Duration,
+        backoff: &Backoff,
+    ) -> Stale {
+        let mut slow = lock(&self.slow);
+        let Some((state, at)) = slow.last_ready.clone() else {
+            return Stale::Unknown;
+        };
+        if self.phase() != Phase::Warm || window.is_zero() {
+            return Stale::Unknown;
+        }
+        let outage = slow.outage.get_or_insert(Outage {
+            since: now,
+            failures: 0,
+            retry_at: now,
+            expiry_logged: false,
+        });
+        if now >= far_instant(at, window) {
+            let first = !outage.expiry_logged;
+            outage.expiry_logged = true;
+            return Stale::Expired { first };
+        }
+        outage.failures += 1;
+        outage.retry_at = now + backoff.pause(outage.failures);
+        Stale::Serve {
+            state,
+            began: outage.failures == 1,
+        }
+    }
+
+    // --- activity ----------------------------------------------------------------------------
+
+    /// A request enters: counted in flight until the guard drops. `None` while the function is
+    /// being or has been scaled down by this scaler: the request must take the cold path.
+    pub(crate) fn enter(self: &Arc<Self>) -> Option<ActivityGuard> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = ActivityGuard {
+            record: Arc::clone(self),
+        };
+        if self.phase().distrusts_ready() {
+            return None;
+        }
+        Some(guard)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts as activity now (a cold start that just made the function ready).
+    pub(crate) fn touch(&self) {
+        self.last_end.fetch_max(self.now_ms(), Ordering::AcqRel);
+    }
+
+    /// Whether this gateway should record activity in the shared store at `now_ms`. One load:
+    /// it is asked on every tracked request.
+    #[inline]
+    pub(crate) fn record_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_record.load(Ordering::Relaxed)
+    }
+
+    /// Claims the record that is due; `false` if another request claimed it first.
+    pub(crate) fn claim_record(&self, now_ms: u64) -> bool {
+        let next = self.next_record.load(Ordering::Relaxed);
+        now_ms >= next
+            && self
+                .next_record
+                .compare_exchange(next, RECORDING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The claimed record ended: the next one is due `every` later after a success, and
+    /// after a backoff (from `first`, doubling, at most `every`) after a failure or a panic.
+    pub(crate) fn recorded(&self, ok: bool, every: Duration, first: Duration) {
+        let pause = if ok {
+            self.record_failures.store(0, Ordering::Relaxed);
+            every
+        } else {
+            let failures = self.record_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            first
+                .saturating_mul(1 << failures.saturating_sub(1).min(20))
+                .min(every)
+        };
+        self.next_record
+            .store(self.now_ms() + pause.as_millis() as u64, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("function", &self.id)
+            .field("phase", &self.phase())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms_since(epoch: Instant) -> u64 {
+    Instant::now().saturating_duration_since(epoch).as_millis() as u64
+}
+
+/// A request in flight: dropped when its response body has ended or been dropped (or the
+/// request failed), which ends the request's activity.
+pub(crate) struct ActivityGuard {
+    record: Arc<Record>,
+}
+
+impl ActivityGuard {
+    /// One more request's worth of activity for the same function, ending when it drops.
+    pub(crate) fn another(&self) -> Self {
+        self.record.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self {
+            record: Arc::clone(&self.record),
+        }
+    }
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        // The end time first: a scale-down that sees nothing in flight sees it too.
+        self.record.touch();
+        self.record.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for ActivityGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActivityGuard")
+            .field("function", &self.record.id)
+            .finish()
+    }
+}
+
+/// The records of the functions the provider confirmed, bounded in number: a new record in a
+/// full map replaces the oldest one that nothing uses, in O(1) amortised.
+pub(crate) struct Records {
+    map: DashMap<FunctionId, Arc<Record>, foldhash::fast::RandomState>,
+    /// Keys in insertion order, for eviction; may hold keys removed since (skipped).
+    order: Mutex<VecDeque<FunctionId>>,
+    capacity: usize,
+    epoch: Instant,
+}
+
+impl Records {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            map: DashMap::default(),
+            order: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            epoch: Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
+        self.map
+            .get(&function as &dyn Key)
+            .map(|entry| Arc::clone(&entry))
+    }
+
+    /// The record of `function`, made if it has none; a full map first drops the
+    /// oldest-inserted record that `unused` allows (a few tries: a busy map may overflow a
+    /// little rather than scan).
+    pub(crate) fn get_or_insert(
+        &self,
+        function: &FunctionId,
+        unused: impl Fn(&Record) -> bool,
+    ) -> Arc<Record> {
+        if let Some(record) = self.get(function.as_function_ref()) {
+            return record;
+        }
+        let mut inserted = false;
+        let record = Arc::clone(&self.map.entry(function.clone()).or_insert_with(|| {
+            inserted = true;
+            Arc::new(Record::new(function.clone(), self.epoch))
+        }));
+        if inserted {
+            let mut order = lock(&self.order);
+            order.push_back(function.clone());
+            let mut tries = 8;
+            while self.map.len() > self.capacity && tries > 0 {
+                tries -= 1;
+                let Some(oldest) = order.pop_front() else {
+                    break;
+                };
+                let removed = self.map.remove_if(&oldest, |_, record| unused(record));
+                if removed.is_none() && self.map.contains_key(&oldest) {
+                    order.push_back(oldest);
+                }
+            }
+            if order.len() >= self.capacity.saturating_mul(2).max(64) {
+                order.retain(|key| self.map.contains_key(key));
+            }
+        }
+        record
+    }
+
+    pub(crate) fn remove(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
+        self.map
+            .remove(&function as &dyn Key)
+            .map(|(_, record)| record)
+    }
+
+    /// Every record, copied out (no lock is held while the caller works on them).
+    pub(crate) fn all(&self) -> Vec<Arc<Record>> {
+        self.map.iter().map(|entry| Arc::clone(&entry)).collect()
+    }
+
+    /// Drops the records `forget` says can go.
+    pub(crate) fn forget(&self, forget: impl Fn(&Record) -> bool) {
+        self.map.retain(|_, record| !forget(record));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Arc<Record> {
+        Arc::new(Record::new(
+            FunctionId::new("f", "ns").unwrap(),
+            Instant::now(),
+        ))
+    }
+
+    #[test]
+    fn policies_survive_the_atomic_word() {
+        for policy in [
+            IdlePolicy::Never,
+            IdlePolicy::AfterDefault,
+            IdlePolicy::After(Duration::from_secs(30)),
+        ] {
+            assert_eq!(decode(encode(policy)), policy);
+        }
+        assert_eq!(
+            decode(encode(IdlePolicy::After(Duration::ZERO))),
+            IdlePolicy::After(Duration::from_millis(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scale_down_and_a_request_never_both_proceed() {
+        let record = record();
+        record.seen(&ServiceQueryResponse::new(1, 1), Instant::now());
+        // A request in flight stops a scale-down.
+        let guard = record.enter().unwrap();
+        assert!(!record.begin_scale_down());
+        assert_eq!(record.phase(), Phase::Warm);
+        drop(guard);
+        // A scale-down under way sends requests to the cold path (and counts nothing).
+        assert!(record.begin_scale_down());
+        assert!(record.enter().is_none());
+        assert_eq!(record.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_from_before_a_scale_down_is_not_trusted_until_the_next_scale_up() {
+        let record = record();
+        let ready = ServiceQueryResponse::new(1, 1);
+        assert_eq!(record.seen(&ready, Instant::now()).trust, Trust::Ready);
+        assert!(record.begin_scale_down());
+        record.scaled_down();
+        assert_eq!(record.seen(&ready, Instant::now()).trust, Trust::Stale);
+        assert_eq!(record.phase(), Phase::ScaledDown);
+        record.scale_up_sent(Instant::now());
+        assert_eq!(record.seen(&ready, Instant::now()).trust, Trust::Ready);
+        assert_eq!(record.phase(), Phase::Warm);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scale_up_is_remembered_until_a_read_shows_it_or_the_deadline_passes() {
+        let record = record();
+        let deadline = Duration::from_secs(60);
+        record.scale_up_sent(Instant::now());
+        assert!(record.recently_asked(Instant::now(), deadline));
+        // Read-after-write lag: desired 0 still.
+        record.seen(&ServiceQueryResponse::new(0, 0), Instant::now());
+        assert!(record.recently_asked(Instant::now(), deadline));
+        assert!(!record.recently_asked(Instant::now() + deadline, deadline));
+        // Taken effect: desired 1.
+        record.seen(&ServiceQueryResponse::new(1, 0), Instant::now());
+        assert_eq!(record.phase(), Phase::Cold);
+        assert!(!record.recently_asked(Instant::now(), deadline));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_warm_function_is_served_stale_with_backoff_until_its_window_ends() {
+        let record = record();
+        let window = Duration::from_secs(300);
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let start = Instant::now();
+        record.seen(&ServiceQueryResponse::new(1, 1), start);
+        assert!(record.stale(start, window).is_none(), "no outage yet");
+        let Stale::Serve { began: true, .. } = record.refresh_failed(start, window, &backoff)
+        else {
+            panic!("served stale");
+        };
+        assert!(record.stale(start, window).is_some(), "within the backoff");
+        assert!(record
+            .stale(start + Duration::from_secs(3), window)
+            .is_none());
+        let Stale::Serve { began: false, .. } =
+            record.refresh_failed(start + Duration::from_secs(3), window, &backoff)
+        else {
+            panic!("still served stale");
+        };
+        let late = start + window;
+        assert!(matches!(
+            record.refresh_failed(late, window, &backoff),
+            Stale::Expired { first: true }
+        ));
+        assert!(matches!(
+            record.refresh_failed(late, window, &backoff),
+            Stale::Expired { first: false }
+        ));
+        // A successful read ends the outage and says how long it was.
+        let seen = record.seen(&ServiceQueryResponse::new(1, 1), late);
+        assert_eq!(seen.recovered, Some(window));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_drops_the_oldest_unused_record() {
+        let records = Records::new(2);
+        let id = |n: u32| FunctionId::new(&format!("f{n}"), "ns").unwrap();
+        let busy = records.get_or_insert(&id(0), |_| true);
+        let _guard = busy.enter();
+        records.get_or_insert(&id(1), |r| r.in_flight() == 0);
+        records.get_or_insert(&id(2), |r| r.in_flight() == 0);
+        assert_eq!(records.len(), 2);
+        assert!(records.get(id(0).as_function_ref()).is_some(), "in use");
+        assert!(records.get(id(1).as_function_ref()).is_none());
+    }
+}

@@ -1,0 +1,314 @@
+//! What a request does: the warm path, or a wait on the function's flight; and, with scale
+//! to zero on, its place among the function's requests in flight.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{ActivityGuard, Lifecycle, Record};
+use crate::function::FunctionRef;
+use crate::scaler::waiters::{Waited, Waiter};
+use crate::single_flight::FlightError;
+use crate::util::ErrorChain;
+use crate::{FunctionId, ScaleError, ServiceQueryResponse};
+
+/// What the warm path found.
+pub(crate) enum Warm {
+    /// Not warm (or being scaled down): take the cold path.
+    No,
+    /// Warm; scale to zero is off, so nothing is counted.
+    Untracked,
+    /// Warm, and counted in flight until the guard drops.
+    Tracked(ActivityGuard),
+}
+
+/// What a request that took the cold path is handed once its function is ready.
+#[derive(Debug)]
+pub(crate) struct Released {
+    pub(crate) state: ServiceQueryResponse,
+    /// When the request arrived, if it waited for a cold start.
+    pub(crate) cold_since: Option<Instant>,
+    /// With scale to zero on, the request's place among the function's requests in flight.
+    pub(crate) guard: Option<ActivityGuard>,
+}
+
+/// How [`Lifecycle::track`] admits a request the scaler found ready.
+enum Tracked {
+    Untracked,
+    Guard(ActivityGuard),
+    /// Being scaled down: wait for a fresh scale-up.
+    ScalingDown,
+}
+
+impl Lifecycle {
+    /// The warm path: a fresh, ready cache entry; with scale to zero on, the request is also
+    /// counted in flight (unless the function is being scaled down).
+    #[inline]
+    pub(crate) fn warm(self: &Arc<Self>, function: FunctionRef<'_>) -> Warm {
+        if !self.tracking {
+            return if self.cache.is_ready(function) {
+                Warm::Untracked
+            } else {
+                Warm::No
+            };
+        }
+        self.warm_tracked(function)
+    }
+
+    /// Every tracked warm request passes here: lookups and atomics only. Not inlined, so that
+    /// the untracked warm path stays small.
+    #[inline(never)]
+    fn warm_tracked(self: &Arc<Self>, function: FunctionRef<'_>) -> Warm {
+        if !self.cache.is_ready(function) {
+            return Warm::No;
+        }
+        let record = match self.records.get(function) {
+            Some(record) => record,
+            // Warm in the cache but forgotten here: the provider reported it, so it exists.
+            None => match function.to_function_id() {
+                Ok(id) => self.record(&id),
+                Err(_) => return Warm::No,
+            },
+        };
+        match self.enter(&record) {
+            Some(guard) => Warm::Tracked(guard),
+            None => Warm::No,
+        }
+    }
+
+    /// A request for a function the scaler found ready enters (scale to zero on): counted in
+    /// flight; the idle reaper is started (again, if its runtime is gone) and activity is
+    /// recorded in the shared store when due. `None` while the function is being scaled down:
+    /// the "ready" the request saw is from before, and is forgotten here.
+    pub(crate) fn enter(self: &Arc<Self>, record: &Arc<Record>) -> Option<ActivityGuard> {
+        let Some(guard) = record.enter() else {
+            self.cache.invalidate(record.id().as_function_ref());
+            return None;
+        };
+        self.reaper.ensure_running(self);
+        if let Some(store) = &self.activity_store {
+            if let Some(period) = record.policy().period(self.config.idle_period()) {
+                let now = record.now_ms();
+                if record.record_due(now)
+                    && tokio::runtime::Handle::try_current().is_ok()
+                    && record.claim_record(now)
+                {
+                    self.record_activity(Arc::clone(store), Arc::clone(record), period / 4);
+                }
+            }
+        }
+        Some(guard)
+    }
+
+    /// Records in the shared store that this gateway serves the function; the next record is
+    /// due `every` later, or after a backoff if this one fails, panics or never finishes.
+    fn record_activity(
+        self: &Arc<Self>,
+        store: Arc<dyn crate::activity::ActivityStore>,
+        record: Arc<Record>,
+        every: Duration,
+    ) {
+        let lifecycle = Arc::clone(self);
+        let span = tracing::info_span!("record_activity", function = %record.id());
+        tokio::spawn(
+            async move {
+                let mut recording = Recording {
+                    record,
+                    ok: false,
+                    every,
+                    first: lifecycle.config.poll_interval(),
+                };
+                let id = recording.record.id().clone();
+                let call = lifecycle.calls.call("record_activity", store.record(&id));
+                match AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(Ok(())) => recording.ok = true,
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %ErrorChain(&err), "recording activity failed");
+                    }
+                    Err(_) => tracing::warn!("the activity store panicked while recording"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// A released request's place among `function`'s requests in flight.
+    #[inline]
+    fn track(self: &Arc<Self>, function: &FunctionId) -> Tracked {
+        if !self.tracking {
+            return Tracked::Untracked;
+        }
+        let record = self.record(function);
+        match self.enter(&record) {
+            Some(guard) => Tracked::Guard(guard),
+            None => Tracked::ScalingDown,
+        }
+    }
+
+    /// Makes `function` ready, or says why it cannot be, within the readiness deadline counted
+    /// from this call: the warm path, a "not found" remembered, the last known state during
+    /// an outage, or a wait on the function's flight.
+    pub(crate) async fn ready(
+        self: &Arc<Self>,
+        function: &FunctionId,
+    ) -> Result<Released, ScaleError> {
+        let config = &self.config;
+        // A block, so that none of this is kept in the future's state while it waits.
+        {
+            let key = function.as_function_ref();
+            let known = if let Some(state) = self.cache.get(key).filter(|s| s.is_ready()) {
+                Some(state)
+            } else if self.is_gone(key) {
+                return Err(ScaleError::not_found(function.clone()));
+            } else {
+                self.serve_stale(function)
+            };
+            if let Some(state) = known {
+                match self.track(function) {
+                    Tracked::Untracked => return Ok(released(state, None, None)),
+                    Tracked::Guard(guard) => return Ok(released(state, None, Some(guard))),
+                    Tracked::ScalingDown => {}
+                }
+            }
+        }
+        let arrival = Instant::now();
+        let mut healed = false;
+        let mut scaled_down_meanwhile = 0;
+        loop {
+            let joined = {
+                // In a block: moved into the flight, they must not keep room in this future.
+                let lifecycle = Arc::clone(self);
+                let id = function.clone();
+                self.flights.try_join_with(
+                    function.clone(),
+                    config.max_held_per_function(),
+                    move |context| {
+                        let span = context.state().span(&id).clone();
+                        async move { lifecycle.cold_start(id, context).await }.instrument(span)
+                    },
+                )
+            };
+            let mut flight = joined.map_err(|_| {
+                ScaleError::overloaded(
+                    function.clone(),
+                    "per-function",
+                    config.max_held_per_function(),
+                    config.retry_after(),
+                )
+            })?;
+            if flight.joined_existing() {
+                crate::telemetry::coalesced_join();
+            }
+            let current = tracing::Span::current();
+            if !current.is_disabled() {
+                if let Some(state) = flight.state() {
+                    current.follows_from(state.span(function));
+                }
+            }
+            let waited = {
+                // Polled in place (no nested future): this state lives in every held request.
+                let mut waiter = Waiter::new(self, arrival);
+                std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await
+            };
+            match waited {
+                Waited::TimedOut(last_error) => {
+                    return Err(ScaleError::not_ready(
+                        function.clone(),
+                        arrival.elapsed(),
+                        last_error,
+                    ));
+                }
+                Waited::Refused(refused) => return Err(refused),
+                // A flight that scaled the function to zero just as this request joined:
+                // wait for a fresh one, which scales it up again.
+                Waited::Done(Ok(Ok(ready))) if !ready.state.is_ready() => {}
+                Waited::Done(Ok(Ok(ready))) => {
+                    if ready.stale {
+                        crate::telemetry::stale_serve(function);
+                    }
+                    let cold_since = ready.cold.then_some(arrival);
+                    match self.track(function) {
+                        Tracked::Untracked => return Ok(released(ready.state, cold_since, None)),
+                        Tracked::Guard(guard) => {
+                            return Ok(released(ready.state, cold_since, Some(guard)))
+                        }
+                        // A scale-down began since the release (only possible with an idle
+                        // period shorter than a cold start): wait for a fresh scale-up, a few
+                        // times.
+                        Tracked::ScalingDown if scaled_down_meanwhile < 3 => {
+                            scaled_down_meanwhile += 1;
+                        }
+                        Tracked::ScalingDown => {
+                            return Err(ScaleError::interrupted(
+                                function.clone(),
+                                config.retry_after(),
+                            ))
+                        }
+                    }
+                }
+                Waited::Done(Ok(Err(err))) => return Err(err),
+                Waited::Done(Err(FlightError::Panicked)) => {
+                    return Err(ScaleError::panicked(function.clone()))
+                }
+                // The flight's task was cancelled (its runtime shut down): join a fresh one
+                // once; a second cancellation means this runtime is going too.
+                Waited::Done(Err(_)) if !healed => {
+                    tracing::debug!(function = %function, "cold start was cancelled; starting a fresh one");
+                    healed = true;
+                }
+                Waited::Done(Err(_)) => {
+                    return Err(ScaleError::interrupted(
+                        function.clone(),
+                        config.retry_after(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The last known state of `function`, if it is served stale now (an outage under way,
+    /// its next refresh not due yet).
+    fn serve_stale(&self, function: &FunctionId) -> Option<ServiceQueryResponse> {
+        let window = self.config.stale_if_error();
+        if window.is_zero() {
+            return None;
+        }
+        let state = self
+            .records
+            .get(function.as_function_ref())?
+            .stale(Instant::now(), window)?;
+        crate::telemetry::stale_serve(function);
+        Some(state)
+    }
+}
+
+fn released(
+    state: ServiceQueryResponse,
+    cold_since: Option<Instant>,
+    guard: Option<ActivityGuard>,
+) -> Released {
+    Released {
+        state,
+        cold_since,
+        guard,
+    }
+}
+
+/// A claimed activity record: however its task ends (done, failed, panicked, dropped with its
+/// runtime), the next one is scheduled.
+struct Recording {
+    record: Arc<Record>,
+    ok: bool,
+    every: Duration,
+    first: Duration,
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.record.recorded(self.ok, self.every, self.first);
+    }
+}
