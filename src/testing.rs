@@ -134,7 +134,8 @@ struct FakeState {
     previous: Option<ServiceQueryResponse>,
     set_at: Option<Instant>,
     ready_at: Option<Instant>,
-    successful_sets: usize,
+    /// Successful scale-ups since it was added or scaled to zero.
+    scale_ups: usize,
 }
 
 #[derive(Debug, Default)]
@@ -193,7 +194,7 @@ impl InMemoryProvider {
             previous: None,
             set_at: None,
             ready_at: (running > 0).then(Instant::now),
-            successful_sets: 0,
+            scale_ups: 0,
         };
         self.functions.lock().unwrap().insert(id.clone(), state);
     }
@@ -260,13 +261,15 @@ impl InMemoryProvider {
         self.successful_sets.load(Ordering::SeqCst)
     }
 
-    /// `set_replicas` calls for `id` that succeeded since it was (last) added.
-    pub fn successful_sets_for(&self, id: &FunctionId) -> usize {
+    /// Successful scale-ups of `id` in its current cold period: `set_replicas` calls that
+    /// raised its desired count from zero, since it was (last) added or scaled to zero. (A
+    /// write that asks for replicas it already wants changes nothing and is not counted.)
+    pub fn scale_ups_this_cold_period(&self, id: &FunctionId) -> usize {
         self.functions
             .lock()
             .unwrap()
             .get(id)
-            .map_or(0, |s| s.successful_sets)
+            .map_or(0, |s| s.scale_ups)
     }
 
     /// What `get_replicas` would answer for `id` now (read-after-write lag included), without
@@ -382,7 +385,11 @@ impl ServiceQuery for InMemoryProvider {
                 .get_mut(function)
                 .ok_or_else(|| QueryError::not_found("no such fake function"))?;
             self.successful_sets.fetch_add(1, Ordering::SeqCst);
-            state.successful_sets += 1;
+            if replicas == 0 {
+                state.scale_ups = 0;
+            } else if state.desired == 0 {
+                state.scale_ups += 1;
+            }
             state.previous = Some(snapshot(state, now));
             state.set_at = Some(now);
             state.draining = 0;

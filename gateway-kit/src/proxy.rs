@@ -366,6 +366,20 @@ fn empty() -> ProxyBody {
         .boxed_unsync()
 }
 
+/// `err` and each of its causes, `a: b: c`, skipping a cause whose text is already there.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        next = cause.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,18 +440,4 @@ mod tests {
         assert!(upgrade_protocol(&headers(&[("upgrade", "websocket")])).is_none());
         assert!(upgrade_protocol(&headers(&[("connection", "upgrade")])).is_none());
     }
-}
-
-/// `err` and each of its causes, `a: b: c`, skipping a cause whose text is already there.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        next = cause.source();
-    }
-    line
 }

@@ -76,7 +76,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
     }
 
     /// Whether requests that waited for a cold start reach the inner service with a
-    /// [`ColdStart`](crate::ColdStart) extension (off by default: it costs an allocation and
+    /// [`ColdStart`](crate::middleware::ColdStart) extension (off by default: it costs an allocation and
     /// a clock read per such request). A forwarding service uses it to retry the first
     /// forward after a cold start; see [the module docs](crate::middleware).
     pub fn mark_cold_starts(mut self, mark: bool) -> Self {

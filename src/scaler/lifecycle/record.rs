@@ -15,8 +15,20 @@ use crate::function::Key;
 use crate::util::{far_instant, lock, Backoff};
 use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
 
-/// Where a function is in its life, as this scaler knows it. See the [module
-/// docs](super) for the moves between phases.
+/// Where a function is in its life, as this scaler knows it; see
+/// [`Stats::function`](crate::scaler::Stats::function). The moves between phases, drawn:
+/// `docs/lifecycle.md` in the crate's repository.
+///
+/// ```text
+///            read: ready                        idle, nothing in flight,
+///   Cold ─────────────────────▶ Warm ──────────  no other gateway served it ──▶ ScalingDown
+///    │ ▲                        ▲  │                                              │     │
+///    │ └──── read: not ready ───┼──┘                                 refused,      │     │ scaled
+///    │                          │                                    failed ◀──────┘     ▼
+///    │ scale-up sent            │ read or push: ready                (back to Warm)   ScaledDown
+///    ▼                          │                                                        │
+///   ScalingUp ──────────────────┘ ◀──────────────────── scale-up sent ───────────────────┘
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
@@ -300,6 +312,15 @@ impl Record {
         slow.scale_down_failures = 0;
         slow.last_ready = None;
         slow.outage = None;
+    }
+
+    /// `ScalingDown` → `ScaledDown`: the scale-down was cancelled mid-call, so it may have
+    /// happened.
+    pub(crate) fn scale_down_interrupted(&self) {
+        let _slow = lock(&self.slow);
+        if self.phase() == Phase::ScalingDown {
+            self.set_phase(Phase::ScaledDown);
+        }
     }
 
     /// `ScalingDown` → `Warm`: the scale-down did not happen (refused or failed); no new

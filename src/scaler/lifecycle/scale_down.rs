@@ -195,6 +195,10 @@ impl Lifecycle {
         if !record.begin_scale_down() {
             return;
         }
+        // Cancelled mid-call (its runtime shut down), nobody knows whether the platform
+        // scaled it down: it counts as scaled down, so "ready" is not trusted until the next
+        // scale-up (at worst one write that changes nothing).
+        let mut interrupted = Interrupted(Some(record));
         self.cache.invalidate(function.as_function_ref());
         let every = self.config.idle_check_interval();
         match self
@@ -236,6 +240,18 @@ impl Lifecycle {
                     "scale to zero failed; the function keeps serving"
                 );
             }
+        }
+        interrupted.0 = None;
+    }
+}
+
+/// A scale-down whose call was cancelled: see [`Lifecycle::scale_to_zero`].
+struct Interrupted<'a>(Option<&'a Record>);
+
+impl Drop for Interrupted<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.0 {
+            record.scale_down_interrupted();
         }
     }
 }
