@@ -302,7 +302,7 @@ command = "python3 -m http.server {port}"
                 "line 3",
                 "unknown field",
             ),
-            ("[functions.a]\ncommand = \n", "line 2", ""),
+            ("[functions.a]\ncommand = \n", "line 2", "expected"),
             (
                 "\n[functions.a]\nargs = []\n",
                 "line 2",
@@ -323,11 +323,13 @@ command = "python3 -m http.server {port}"
                 "line 1",
                 "must start with /",
             ),
-            ("", "", "no [functions.NAME]"),
         ] {
             let err = parse_file(text).unwrap_err();
             assert!(err.contains(line) && err.contains(why), "{text:?}: {err}");
         }
+        // An empty file has no line to name.
+        let err = parse_file("").unwrap_err();
+        assert!(err.starts_with("no [functions.NAME]"), "{err}");
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub async fn the_first_forward_after_a_cold_start_is_retried_until_the_port_open
         "    served {} ms after the platform said ready",
         took.as_millis()
     );
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Retries give up 0.8 s after the first try; a loaded machine gets a margin on top.
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
 pub async fn a_request_with_a_body_is_never_retried_and_a_refusal_evicts_the_function() {
@@ -118,8 +119,9 @@ pub async fn a_request_with_a_body_is_never_retried_and_a_refusal_evicts_the_fun
     let (status, body) = send(&gateway, req).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains("Connection refused"), "{body}");
+    // Retried, it would take the whole 0.8 s retry budget.
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_millis(700),
         "retried: {:?}",
         started.elapsed()
     );
@@ -140,5 +142,5 @@ pub async fn a_request_with_a_body_is_never_retried_and_a_refusal_evicts_the_fun
         provider.get_calls() > gets,
         "evicted: the platform is asked again"
     );
-    assert!(started.elapsed() < Duration::from_millis(500));
+    assert!(started.elapsed() < Duration::from_millis(700));
 }

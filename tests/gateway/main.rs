@@ -205,8 +205,8 @@ async fn a_function_that_exits_at_once_gives_502_quickly() {
          start-up (exit status: 3)\n"
     );
     assert!(
-        took < Duration::from_secs(2),
-        "reported at once, not polled: {took:?}"
+        took < Duration::from_secs(5),
+        "reported within seconds, not at the 60 s deadline: {took:?}"
     );
 }
 
@@ -556,7 +556,21 @@ async fn sigterm_with_held_requests(example_name: &str, startup: &str, budget: &
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM once all 100 are held (or the cold start is over): however loaded the machine,
+    // none is still on its way in.
+    let held = r#"scale_from_zero_requests_held{function="hello-world.local"}"#;
+    let patience = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < patience && !requests.iter().any(|r| r.is_finished()) {
+        let (_, text) = get(&client, gateway.url("/metrics")).await;
+        let now_held = text
+            .lines()
+            .find_map(|line| line.strip_prefix(held))
+            .and_then(|value| value.trim().parse::<f64>().ok());
+        if now_held == Some(100.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gateway.terminate();
     let mut statuses = Vec::new();
     for request in requests {

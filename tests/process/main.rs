@@ -164,8 +164,9 @@ async fn a_process_that_exits_while_starting_fails_the_cold_start_at_once() {
     assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{err}");
     assert!(err.to_string().contains("exited during start-up"), "{err}");
     assert!(err.to_string().contains("crashing.local"), "{err}");
-    // The poll interval is 10 s: only a push ends it sooner.
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    // The poll interval is 10 s: only a push ends it sooner (5 s leaves a loaded machine
+    // room to start the process).
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 async fn a_process_that_exits_after_it_was_ready_is_started_again_by_the_next_request() {
