@@ -49,9 +49,9 @@ impl Ready {
 /// function.
 #[derive(Default)]
 pub(crate) struct Flight {
-    /// A ready state pushed while the flight was under way: it releases every waiter at once,
-    /// whatever the flight's task is waiting on (a slow provider call, a place under the call
-    /// cap, a scale write that must finish).
+    /// A ready state pushed while the flight was under way: the flight's task ends with it at
+    /// once, whatever it is waiting on (a slow provider call, a place under the call cap, a
+    /// scale write, which goes on by itself), and so releases every waiter.
     released: OnceLock<Ready>,
     /// Wakes the flight's task: a release, or a read asked for. `notify_one` keeps a permit if
     /// the task is not waiting, so nothing is missed.
@@ -73,10 +73,10 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
-    /// Releases every waiter with `ready` (the first release wins); wakes the task.
+    /// Ends the flight with `ready` (the first release wins): wakes its task, which returns
+    /// it to every waiter.
     pub(crate) fn release(&self, ready: Ready) {
         if self.released.set(ready).is_ok() {
-            self.deadlines.wake_all();
             self.wake.notify_one();
         }
     }

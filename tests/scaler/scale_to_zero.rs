@@ -106,10 +106,11 @@ async fn the_whole_cycle_has_exact_provider_calls() {
     let gw = Streams::new(config(), &[("echo", idle_after(secs(60)))]);
     let f = id("echo");
 
-    // Cold: a read, a scale-up, a read right after it; the response streams.
+    // Cold: a read and a scale-up; the platform's push of readiness ends the cold start (no
+    // read after the write); the response streams.
     let (status, body) = gw.open("echo").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (2, 1));
+    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (1, 1));
     assert_eq!(gw.scaler.stats().function(&f).in_flight, 1);
 
     // A stream open across twice the idle period keeps the function up.
@@ -127,12 +128,12 @@ async fn the_whole_cycle_has_exact_provider_calls() {
     assert_eq!(gw.provider.scale_downs(), 1);
     assert_eq!(gw.provider.desired_replicas(&f), Some(0));
     // The scale-down itself reads nothing.
-    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (2, 2));
+    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (1, 2));
 
-    // The next request: a cold start again (a read, a scale-up, a read).
+    // The next request: a cold start again (a read, a scale-up, the push).
     let (status, body) = gw.open("echo").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (4, 3));
+    assert_eq!((gw.provider.get_calls(), gw.provider.set_calls()), (2, 3));
     assert_eq!(gw.provider.desired_replicas(&f), Some(1));
     drop(body); // a client that goes away ends the request too
     assert_eq!(gw.scaler.stats().function(&f).in_flight, 0);

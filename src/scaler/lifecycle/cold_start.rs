@@ -1,10 +1,17 @@
 //! The flight that brings a function up: `Cold` (or `ScaledDown`) → `ScalingUp` → `Warm`, run
 //! once however many requests wait; also the refresh of a warm function whose cache entry
 //! expired, and the stale-if-error fallback when that refresh fails.
+//!
+//! The flight's task answers a push at once, whatever it is waiting on: every wait (a pause,
+//! a provider call, a place under the call cap, the first admitted waiter, a scale write) is
+//! raced against the release. A scale write runs on a task of its own, so that it reaches its
+//! own end even when the flight ends first (released, or abandoned by every waiter).
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
 
 use super::{Lifecycle, Record, Trust};
 use crate::scaler::flight::{Flight, Outcome, Ready};
@@ -13,6 +20,16 @@ use crate::util::{ErrorChain, Millis};
 use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
 
 pub(super) type FlightCx = FlightContext<FunctionId, Outcome, Flight>;
+
+/// `work`'s output; or, if a push releases the flight first, the flight ends with that state.
+macro_rules! or_released {
+    ($flight:expr, $work:expr) => {
+        match unless_released($flight, $work).await {
+            Ok(out) => out,
+            Err(ready) => return Ok(ready),
+        }
+    };
+}
 
 impl Lifecycle {
     /// The flight's task. It has no deadline of its own: it runs while a request waits on it
@@ -31,6 +48,11 @@ impl Lifecycle {
         let outcome = tokio::select! {
             outcome = self.bring_up(&function, &context, &flight) => outcome,
             never = flight.deadlines().run() => match never {},
+        };
+        // However it ended, a push that released it wins (it is never later than the end).
+        let outcome = match (outcome, flight.released()) {
+            (Err(_), Some(ready)) => Ok(ready.clone()),
+            (outcome, _) => outcome,
         };
         self.report(&function, &flight, started, &outcome);
         outcome
@@ -77,7 +99,7 @@ impl Lifecycle {
     }
 
     async fn bring_up(
-        &self,
+        self: &Arc<Self>,
         function: &FunctionId,
         context: &FlightCx,
         flight: &Flight,
@@ -89,14 +111,10 @@ impl Lifecycle {
         // never counted as held) from a cold one. A failed call counts as cold, unless the
         // function was known warm: then its requests are served from that (stale-if-error).
         let state = loop {
-            if let Some(ready) = flight.released() {
-                return Ok(ready.clone());
-            }
-            match self
+            let read = self
                 .calls
-                .call("get_replicas", self.query.get_replicas(function))
-                .await
-            {
+                .call("get_replicas", self.query.get_replicas(function));
+            match or_released!(flight, read) {
                 Ok(state) => break state,
                 Err(err) => {
                     if err.is_retryable() {
@@ -128,10 +146,7 @@ impl Lifecycle {
         flight.mark_cold();
         // Only for a waiter that holds a place under the total limit: if every one is refused
         // they leave, and the flight is aborted here without having touched the platform.
-        flight.some_admitted().await;
-        if let Some(ready) = flight.released() {
-            return Ok(ready.clone());
-        }
+        or_released!(flight, flight.some_admitted());
 
         // Scale up unless the platform is scaling already, or this scaler asked and has not
         // seen its request take effect yet (a read right after a write may show desired 0).
@@ -161,13 +176,11 @@ impl Lifecycle {
                 if let Some(ready) = self.pause(flight, next_poll).await {
                     return Ok(ready);
                 }
-            } else if let Some(ready) = flight.released() {
-                return Ok(ready.clone());
             }
-            let polled = self
+            let read = self
                 .calls
-                .call("get_replicas", self.query.get_replicas(function))
-                .await;
+                .call("get_replicas", self.query.get_replicas(function));
+            let polled = or_released!(flight, read);
             next_poll = Instant::now() + config.poll_interval();
             match polled {
                 Ok(state) => {
@@ -203,48 +216,90 @@ impl Lifecycle {
     }
 
     /// Sends `set_replicas(target)` until it succeeds, with backoff between failures; ends
-    /// early with the state if a ready one is pushed meanwhile. Once sent, a call runs to its
-    /// own end (success, error or call timeout) even if every waiter leaves meanwhile:
-    /// abandoning requests must not abandon the platform mid-write.
+    /// early with the state if a ready one is pushed meanwhile. Each write runs on a task of
+    /// its own and reaches its own end (success, error or call timeout) even if the flight
+    /// ends first: abandoning requests must not abandon the platform mid-write. The record
+    /// says `ScalingUp` from the moment a write is sent, so that a flight started meanwhile
+    /// does not write again.
     async fn scale_up(
-        &self,
+        self: &Arc<Self>,
         function: &FunctionId,
         context: &FlightCx,
         flight: &Flight,
-        record: &Record,
+        record: &Arc<Record>,
         state: &ServiceQueryResponse,
     ) -> Result<Option<Ready>, ScaleError> {
         let target = state.scale_target();
         let mut failures = 0;
         loop {
-            let Some(writing) = context.keep_alive() else {
+            if context.callers() == 0 {
                 // Every waiter has left and the flight's abort is on its way: send nothing.
                 return std::future::pending().await;
+            }
+            let write = self.spawn_write(function, record, target);
+            let written = match unless_released(flight, write).await {
+                Ok(written) => written,
+                // Pushed ready while writing: someone else scaled it; the write goes on.
+                Err(ready) => return Ok(Some(ready)),
             };
-            match self
-                .calls
-                .call("set_replicas", self.query.set_replicas(function, target))
-                .await
-            {
-                Ok(()) => {
+            match written {
+                Ok(Ok(())) => {
                     tracing::info!(function = %function, "function scaled 0 → {target}");
-                    // Until a read shows it, a later flight takes the platform's
-                    // read-after-write lag for what it is; reads are trusted again.
-                    record.scale_up_sent(Instant::now());
                     return Ok(None);
                 }
-                Err(err) => {
+                Ok(Err(err)) => {
                     let attempts = failures + 1;
                     self.failed(function, flight, err, &mut failures, Some(attempts))?;
                 }
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                Err(_) => {
+                    return Err(ScaleError::interrupted(
+                        function.clone(),
+                        self.config.retry_after(),
+                    ))
+                }
             }
-            drop(writing);
             let retry_at = Instant::now() + self.calls.backoff().pause(failures);
             if let Some(ready) = self.pause(flight, retry_at).await {
                 // Pushed ready while retrying: someone else scaled it. Nothing left to write.
                 return Ok(Some(ready));
             }
         }
+    }
+
+    /// One scale write, on a task of its own: `ScalingUp` from now, back to where it was if
+    /// the write fails.
+    fn spawn_write(
+        self: &Arc<Self>,
+        function: &FunctionId,
+        record: &Arc<Record>,
+        target: u64,
+    ) -> tokio::task::JoinHandle<Result<(), QueryError>> {
+        let before = record.scale_up_sent(Instant::now());
+        let (lifecycle, function, record) =
+            (Arc::clone(self), function.clone(), Arc::clone(record));
+        // In the flight's span: the write is part of its cold start.
+        tokio::spawn(
+            async move {
+                // A failed, panicking or cancelled write puts the phase back.
+                let mut sending = Sending {
+                    record,
+                    before: Some(before),
+                };
+                let written = lifecycle
+                    .calls
+                    .call(
+                        "set_replicas",
+                        lifecycle.query.set_replicas(&function, target),
+                    )
+                    .await;
+                if written.is_ok() {
+                    sending.before = None;
+                }
+                written
+            }
+            .instrument(tracing::Span::current()),
+        )
     }
 
     /// Waits until `until`, or less if a push released the flight (returned) or a read is
@@ -332,5 +387,37 @@ impl Lifecycle {
             Some(attempts) => ScaleError::scale_failed(function.clone(), attempts, err),
             None => ScaleError::provider(function.clone(), err),
         })
+    }
+}
+
+/// A scale write under way: unless it succeeded, the record's phase goes back when it ends.
+struct Sending {
+    record: Arc<Record>,
+    before: Option<super::Phase>,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if let Some(before) = self.before {
+            self.record.scale_up_failed(before);
+        }
+    }
+}
+
+/// `work`, unless a push releases the flight first (then the released state; `work` is
+/// dropped, which for a read or a wait is fine, and a write runs on a task of its own).
+async fn unless_released<T>(flight: &Flight, work: impl Future<Output = T>) -> Result<T, Ready> {
+    tokio::pin!(work);
+    loop {
+        let woken = flight.wake().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if let Some(ready) = flight.released() {
+            return Err(ready.clone());
+        }
+        tokio::select! {
+            out = &mut work => return Ok(out),
+            _ = woken => {}
+        }
     }
 }

@@ -242,13 +242,27 @@ impl Record {
 
     // --- scale-up ----------------------------------------------------------------------------
 
-    /// This scaler's scale-up was sent (from `Cold` or `ScaledDown`; a function that a push
-    /// made `Warm` meanwhile stays so).
-    pub(crate) fn scale_up_sent(&self, now: Instant) {
+    /// This scaler's scale-up is being sent (from `Cold` or `ScaledDown`; a function that a
+    /// push made `Warm` meanwhile stays so): `ScalingUp` from now, so that a flight started
+    /// while the write is under way does not write again. Returns the phase before, for
+    /// [`scale_up_failed`](Self::scale_up_failed).
+    pub(crate) fn scale_up_sent(&self, now: Instant) -> Phase {
         let mut slow = lock(&self.slow);
-        if self.phase() != Phase::Warm {
+        let before = self.phase();
+        if before != Phase::Warm {
             self.set_phase(Phase::ScalingUp);
             slow.asked_at = Some(now);
+        }
+        before
+    }
+
+    /// The scale-up write failed: back to the phase before it (unless a read or a push moved
+    /// the function on meanwhile).
+    pub(crate) fn scale_up_failed(&self, before: Phase) {
+        let mut slow = lock(&self.slow);
+        if self.phase() == Phase::ScalingUp {
+            self.set_phase(before);
+            slow.asked_at = None;
         }
     }
 

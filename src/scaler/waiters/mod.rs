@@ -27,7 +27,7 @@ pub(crate) type FlightHandle = crate::single_flight::Flight<FunctionId, Outcome,
 
 /// How one request's wait ended.
 pub(crate) enum Waited {
-    /// The flight ended, or a push released its waiters.
+    /// The flight ended (a push ends it at once).
     Done(Result<Outcome, FlightError>),
     /// The request's deadline passed first; the flight's last provider error, if any.
     TimedOut(Option<QueryError>),
@@ -60,8 +60,7 @@ impl<'a> Waiter<'a> {
         }
     }
 
-    /// The flight's result (or the ready state a push released it with), unless the deadline
-    /// passes first or the flight turns cold while no place is free. The flight is polled
+    /// The flight's result, unless the deadline passes first or the flight turns cold while no place is free. The flight is polled
     /// first: a released waiter leaves at once.
     pub(crate) fn poll(
         &mut self,
@@ -98,8 +97,6 @@ impl<'a> Waiter<'a> {
             }
         }
         let flight = self.flight.as_ref().expect("set above");
-        // The waker is left (or refreshed) before the release is looked at: a release between
-        // the two wakes it.
         match &self.ticket {
             None => self.ticket = Some(flight.deadlines().register(deadline, cx.waker())),
             Some(ticket) => {
@@ -107,12 +104,6 @@ impl<'a> Waiter<'a> {
                     return Poll::Ready(Waited::TimedOut(flight.last_error()));
                 }
             }
-        }
-        if let Some(ready) = flight.released() {
-            if ready.at > deadline {
-                return Poll::Ready(Waited::TimedOut(flight.last_error()));
-            }
-            return Poll::Ready(Waited::Done(Ok(Ok(ready.clone()))));
         }
         if self.place.is_none() && flight.is_cold() {
             if lifecycle.is_draining() {
