@@ -1,5 +1,5 @@
 //! Memory held per waiting request: 10 000 requests are held for one cold function (each
-//! response future polled once, so it has joined the flight), and the live heap is compared
+//! response future polled as it is made, so it has joined the flight), and the live heap is compared
 //! with the heap before the calls. The requests themselves are built before the baseline; the
 //! bytes a held request moves into its boxed future are reported separately.
 //!
@@ -40,8 +40,15 @@ fn main() {
         let before = dhat::HeapStats::get();
 
         for req in requests {
-            // Held in place, as a server holds a response future inside its connection task.
-            futures.push(service.call(req));
+            // Held in place and polled at once, as a server's connection task does with the
+            // future `call` gives it (so a request that joins a cold start finds it under way).
+            let mut future = service.call(req);
+            poll_fn(|cx| {
+                assert!(std::pin::Pin::new(&mut future).poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            futures.push(future);
         }
         // Polled until each has taken its place: the flight's task starts, finds the function
         // cold, and wakes its waiters to take places under the hold limit.

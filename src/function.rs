@@ -13,7 +13,8 @@ pub const MAX_LABEL_LEN: usize = 63;
 ///
 /// Both parts are DNS-1123 labels (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 bytes), the rule
 /// Kubernetes and OpenFaaS apply to function and namespace names. A `FunctionId` that exists is
-/// valid; build one with [`FunctionId::new`]. Cloning is two reference-count bumps.
+/// valid; build one with [`FunctionId::new`]. It is one shared string (`name.namespace`):
+/// cloning is one reference-count bump.
 ///
 /// ```
 /// use tower_scale_from_zero::FunctionId;
@@ -24,33 +25,40 @@ pub const MAX_LABEL_LEN: usize = 63;
 /// ```
 #[derive(Clone)]
 pub struct FunctionId {
-    name: Arc<str>,
-    namespace: Arc<str>,
+    /// `name.namespace`: labels hold no dot, so the first one splits them.
+    full: Arc<str>,
+    /// The name's length (at most 63).
+    split: u8,
 }
 
 impl FunctionId {
     /// Validates `name` and `namespace` and builds the identity.
     pub fn new(name: &str, namespace: &str) -> Result<Self, InvalidFunction> {
         FunctionRef::new(name, namespace).validate()?;
+        let mut full = String::with_capacity(name.len() + 1 + namespace.len());
+        full.push_str(name);
+        full.push('.');
+        full.push_str(namespace);
         Ok(Self {
-            name: name.into(),
-            namespace: namespace.into(),
+            full: full.into(),
+            split: u8::try_from(name.len()).expect("a label is at most 63 bytes"),
         })
     }
 
     /// The function's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.full[..usize::from(self.split)]
     }
 
     /// The function's namespace.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.full[usize::from(self.split) + 1..]
     }
 
     /// A borrowed view of this identity.
     pub fn as_function_ref(&self) -> FunctionRef<'_> {
-        FunctionRef::new(&self.name, &self.namespace)
+        let (name, dot_namespace) = self.full.split_at(usize::from(self.split));
+        FunctionRef::new(name, &dot_namespace[1..])
     }
 }
 
@@ -80,7 +88,7 @@ impl fmt::Debug for FunctionId {
 
 impl fmt::Display for FunctionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.as_function_ref(), f)
+        f.write_str(&self.full)
     }
 }
 
@@ -298,6 +306,18 @@ mod tests {
         // "ab"+"c" and "a"+"bc" must not collide into one key.
         map.insert(FunctionId::new("ab", "c").unwrap(), 1);
         assert_eq!(map.get(&FunctionRef::new("a", "bc") as &dyn Key), None);
+    }
+
+    #[test]
+    fn an_id_keeps_its_parts_apart() {
+        let id = FunctionId::new("figlet", "openfaas-fn").unwrap();
+        assert_eq!((id.name(), id.namespace()), ("figlet", "openfaas-fn"));
+        assert_eq!(
+            id.as_function_ref(),
+            FunctionRef::new("figlet", "openfaas-fn")
+        );
+        assert_eq!(id.to_string(), "figlet.openfaas-fn");
+        assert_eq!(std::mem::size_of::<FunctionId>(), 24);
     }
 
     #[test]

@@ -342,6 +342,16 @@ where
         self.inner.flights.iter().map(|slot| slot.callers).sum()
     }
 
+    /// The key of `key`'s flight as the map holds it, if one is under way (a clone of it, where
+    /// `key` may be a borrowed form).
+    pub(crate) fn key_of<Q>(&self, key: &Q) -> Option<K>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner.flights.get(key).map(|slot| slot.key().clone())
+    }
+
     /// The keys of every flight under way.
     pub(crate) fn keys(&self) -> Vec<K> {
         self.inner

@@ -126,7 +126,7 @@ where
                 };
                 match shared.scaler.warm(function) {
                     Warm::No => {
-                        let function = function.to_function_id().expect("validated above");
+                        let function = shared.scaler.id_of(function);
                         return self.cold(function, req);
                     }
                     warm => warm,

@@ -283,6 +283,12 @@ impl FunctionScaler {
         self.lifecycle.is_draining()
     }
 
+    /// An owned id for `function` (validated): the one the scaler already holds when it knows
+    /// the function (no allocation for a request that joins a cold start), else a new one.
+    pub(crate) fn id_of(&self, function: FunctionRef<'_>) -> FunctionId {
+        self.lifecycle.id_of(function)
+    }
+
     /// The warm path (see [`Warm`]).
     #[inline]
     pub(crate) fn warm(&self, function: FunctionRef<'_>) -> Warm {

@@ -153,6 +153,18 @@ impl Lifecycle {
         (record, seen.trust)
     }
 
+    /// See [`FunctionScaler::id_of`](crate::FunctionScaler::id_of).
+    pub(crate) fn id_of(&self, function: FunctionRef<'_>) -> FunctionId {
+        let key = &function as &dyn crate::function::Key;
+        if let Some(id) = self.flights.key_of(key) {
+            return id;
+        }
+        if let Some(record) = self.records.get(function) {
+            return record.id().clone();
+        }
+        function.to_function_id().expect("validated before")
+    }
+
     /// The record of `function`, made if it has none. Only for functions the provider
     /// confirmed (a name becomes state here only then).
     pub(crate) fn record(&self, function: &FunctionId) -> Arc<Record> {

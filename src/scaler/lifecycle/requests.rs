@@ -211,7 +211,7 @@ impl Lifecycle {
             }
             let waited = {
                 // Polled in place (no nested future): this state lives in every held request.
-                let mut waiter = Waiter::new(self, arrival);
+                let mut waiter = Waiter::new(self, &arrival);
                 std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await
             };
             match waited {

@@ -9,14 +9,17 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Mutex;
 use std::task::Waker;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::{sleep_until, Instant};
 
 use crate::util::lock;
 
-#[derive(Default)]
 pub(crate) struct Deadlines {
+    /// Deadlines are kept as whole milliseconds after this (rounded up: never early), so that
+    /// a queue entry takes 16 bytes, not 24.
+    epoch: Instant,
     queue: Mutex<Queue>,
     /// A deadline earlier than any queued one arrived: the sweeper re-arms its timer.
     earlier: Notify,
@@ -26,8 +29,9 @@ pub(crate) struct Deadlines {
 struct Queue {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// (deadline, slot, generation), earliest first; pairs whose slot moved on are skipped.
-    order: VecDeque<(Instant, u32, u32)>,
+    /// (deadline in ms after the epoch, slot, generation), earliest first; pairs whose slot
+    /// moved on are skipped.
+    order: VecDeque<(u64, u32, u32)>,
     live: usize,
     next_generation: u32,
 }
@@ -46,9 +50,27 @@ pub(crate) struct Ticket {
     generation: u32,
 }
 
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            queue: Mutex::default(),
+            earlier: Notify::new(),
+        }
+    }
+}
+
 impl Deadlines {
+    /// `at` in whole milliseconds after the epoch, rounded up.
+    fn millis(&self, at: Instant) -> u64 {
+        let after = at.saturating_duration_since(self.epoch);
+        let ms = after.as_millis() + u128::from(after.subsec_nanos() % 1_000_000 != 0);
+        u64::try_from(ms).unwrap_or(u64::MAX)
+    }
+
     /// Queues a waiter whose deadline is `at`, to be woken through `waker` then.
     pub(crate) fn register(&self, at: Instant, waker: &Waker) -> Ticket {
+        let at = self.millis(at);
         let mut queue = lock(&self.queue);
         // Wrapping is harmless: a slot is reused long before 2^32 generations pass.
         queue.next_generation = queue.next_generation.wrapping_add(1);
@@ -134,7 +156,11 @@ impl Deadlines {
             earlier.as_mut().enable();
             let next = {
                 let mut queue = lock(&self.queue);
-                let now = Instant::now();
+                // Rounded down: a deadline (rounded up) is due only once it has passed.
+                let now = Instant::now()
+                    .saturating_duration_since(self.epoch)
+                    .as_millis();
+                let now = u64::try_from(now).unwrap_or(u64::MAX);
                 loop {
                     match queue.order.front().copied() {
                         Some((at, index, generation)) if at <= now => {
@@ -154,6 +180,7 @@ impl Deadlines {
             };
             match next {
                 Some(at) => {
+                    let at = crate::util::far_instant(self.epoch, Duration::from_millis(at));
                     tokio::select! {
                         _ = sleep_until(at) => {}
                         _ = earlier => {}

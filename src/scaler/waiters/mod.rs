@@ -40,7 +40,7 @@ pub(crate) enum Waited {
 pub(crate) struct Waiter<'a> {
     lifecycle: &'a Lifecycle,
     /// Its own arrival: the deadline counts from here, also after it moved to a fresh flight.
-    arrival: Instant,
+    arrival: &'a Instant,
     flight: Option<Arc<Flight>>,
     ticket: Option<Ticket>,
     place: Option<Place<'a>>,
@@ -49,7 +49,7 @@ pub(crate) struct Waiter<'a> {
 }
 
 impl<'a> Waiter<'a> {
-    pub(crate) fn new(lifecycle: &'a Lifecycle, arrival: Instant) -> Self {
+    pub(crate) fn new(lifecycle: &'a Lifecycle, arrival: &'a Instant) -> Self {
         Self {
             lifecycle,
             arrival,
@@ -70,7 +70,7 @@ impl<'a> Waiter<'a> {
     ) -> Poll<Waited> {
         let lifecycle = self.lifecycle;
         let config = &lifecycle.config;
-        let deadline = far_instant(self.arrival, config.readiness_deadline());
+        let deadline = far_instant(*self.arrival, config.readiness_deadline());
         if let Poll::Ready(out) = Pin::new(&mut *handle).poll(cx) {
             self.flight_ended = true;
             // Timers fire on whole milliseconds: a release in the same tick as the deadline
