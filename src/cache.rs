@@ -9,14 +9,17 @@ use std::time::Duration;
 use dashmap::DashMap;
 use tokio::time::Instant;
 
-use crate::function::{FunctionRef, Key};
+use crate::function::FunctionRef;
 use crate::util::far_instant;
 use crate::{FunctionId, ServiceQueryResponse};
 
 /// Remembers functions' replica states so that requests for warm functions skip the provider.
 ///
 /// `get` runs on every request for a function: it must be cheap and must not block. Entries a
-/// cacher returns are trusted as fresh; expiry is the cacher's business.
+/// cacher returns are trusted as fresh; expiry is the cacher's business. The warm path asks
+/// before it validates the name (it validates on a miss), so a cacher may be asked about names
+/// that are not valid function names; only valid ones are ever `set`, and a cacher must match
+/// names and namespaces exactly.
 pub trait FunctionCacher: Send + Sync + 'static {
     /// The cached state of `function`, if it is known and fresh.
     fn get(&self, function: FunctionRef<'_>) -> Option<ServiceQueryResponse>;
@@ -151,19 +154,25 @@ impl<V: Clone> TtlMap<V> {
     }
 
     pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<V> {
-        let entry = self.entries.get(&function as &dyn Key)?;
-        let (expires, value) = entry.value();
-        (Instant::now() < *expires).then(|| value.clone())
+        function
+            .with_key(|key| {
+                let entry = self.entries.get(key)?;
+                let (expires, value) = entry.value();
+                (Instant::now() < *expires).then(|| value.clone())
+            })
+            .flatten()
     }
 
     /// Whether a fresh entry for `function` passes `test`, without copying it.
     pub(crate) fn test(&self, function: FunctionRef<'_>, test: impl FnOnce(&V) -> bool) -> bool {
-        self.entries
-            .get(&function as &dyn Key)
-            .is_some_and(|entry| {
-                let (expires, value) = entry.value();
-                Instant::now() < *expires && test(value)
+        function
+            .with_key(|key| {
+                self.entries.get(key).is_some_and(|entry| {
+                    let (expires, value) = entry.value();
+                    Instant::now() < *expires && test(value)
+                })
             })
+            .unwrap_or(false)
     }
 
     pub(crate) fn insert(&self, function: &FunctionId, value: V) {
@@ -189,14 +198,15 @@ impl<V: Clone> TtlMap<V> {
         if order.len() >= self.capacity.saturating_mul(2).max(64) {
             // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
             let mut seen = HashSet::with_capacity(order.len());
-            order.retain(|key| {
-                self.entries.contains_key(key as &dyn Key) && seen.insert(key.clone())
-            });
+            order.retain(|key| self.entries.contains_key(key.key()) && seen.insert(key.clone()));
         }
     }
 
     pub(crate) fn remove(&self, function: FunctionRef<'_>) {
-        if self.entries.remove(&function as &dyn Key).is_some() {
+        if function
+            .with_key(|key| self.entries.remove(key).is_some())
+            .unwrap_or(false)
+        {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -211,7 +221,7 @@ impl<V: Clone> TtlMap<V> {
     /// (busy) function that is evicted costs one provider call when next asked for.
     fn evict_one(&self, order: &mut VecDeque<FunctionId>) {
         while let Some(key) = order.pop_front() {
-            if self.entries.remove(&key as &dyn Key).is_some() {
+            if self.entries.remove(key.key()).is_some() {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 return;
             }

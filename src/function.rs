@@ -62,9 +62,16 @@ impl FunctionId {
     }
 }
 
+impl FunctionId {
+    /// The key maps of functions are searched by: `name.namespace` as bytes.
+    pub(crate) fn key(&self) -> &[u8] {
+        self.full.as_bytes()
+    }
+}
+
 impl PartialEq for FunctionId {
     fn eq(&self, other: &Self) -> bool {
-        self.as_function_ref() == other.as_function_ref()
+        self.full == other.full
     }
 }
 
@@ -72,8 +79,16 @@ impl Eq for FunctionId {}
 
 impl Hash for FunctionId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        // Must hash exactly like `FunctionRef`: maps keyed by `FunctionId` are searched with one.
-        self.as_function_ref().hash(state);
+        // Exactly as its key bytes hash: maps keyed by `FunctionId` are searched with them.
+        self.key().hash(state);
+    }
+}
+
+/// Maps keyed by `FunctionId` are searched with a request's `name.namespace` bytes, built on
+/// the stack: no `FunctionId`, no allocation, one hash of one slice.
+impl Borrow<[u8]> for FunctionId {
+    fn borrow(&self) -> &[u8] {
+        self.key()
     }
 }
 
@@ -131,6 +146,24 @@ impl<'a> FunctionRef<'a> {
     /// Validates and copies into an owned [`FunctionId`].
     pub fn to_function_id(&self) -> Result<FunctionId, InvalidFunction> {
         FunctionId::new(self.name, self.namespace)
+    }
+
+    /// Calls `f` with the key a [`FunctionId`] of these parts would have (`name.namespace` as
+    /// bytes, built on the stack); `None`, without calling it, when the parts are too long to
+    /// be valid. The parts need not have been validated: a valid id's key holds exactly one
+    /// dot, so no invalid pair of parts has the key of a valid id.
+    #[inline]
+    pub(crate) fn with_key<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (name, namespace) = (self.name.as_bytes(), self.namespace.as_bytes());
+        if name.len() > MAX_LABEL_LEN || namespace.len() > MAX_LABEL_LEN {
+            return None;
+        }
+        let mut key = [0u8; 2 * MAX_LABEL_LEN + 1];
+        key[..name.len()].copy_from_slice(name);
+        key[name.len()] = b'.';
+        let end = name.len() + 1 + namespace.len();
+        key[name.len() + 1..end].copy_from_slice(namespace);
+        Some(f(&key[..end]))
     }
 }
 
@@ -253,59 +286,31 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A map key that can be looked up through a borrowed [`FunctionRef`] without building a
-/// [`FunctionId`]: the warm path must not allocate.
-pub(crate) trait Key {
-    fn key(&self) -> FunctionRef<'_>;
-}
-
-impl Key for FunctionId {
-    fn key(&self) -> FunctionRef<'_> {
-        self.as_function_ref()
-    }
-}
-
-impl Key for FunctionRef<'_> {
-    fn key(&self) -> FunctionRef<'_> {
-        *self
-    }
-}
-
-impl Hash for dyn Key + '_ {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for dyn Key + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for dyn Key + '_ {}
-
-impl<'a> Borrow<dyn Key + 'a> for FunctionId {
-    fn borrow(&self) -> &(dyn Key + 'a) {
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    fn lookup(map: &HashMap<FunctionId, i32>, name: &str, namespace: &str) -> Option<i32> {
+        FunctionRef::new(name, namespace)
+            .with_key(|key| map.get(key).copied())
+            .flatten()
+    }
+
     #[test]
     fn borrowed_lookup_finds_owned_key() {
         let mut map = HashMap::new();
         map.insert(FunctionId::new("echo", "fn").unwrap(), 7);
-        let probe = FunctionRef::new("echo", "fn");
-        assert_eq!(map.get(&probe as &dyn Key), Some(&7));
-        assert_eq!(map.get(&FunctionRef::new("echo", "f") as &dyn Key), None);
+        assert_eq!(lookup(&map, "echo", "fn"), Some(7));
+        assert_eq!(lookup(&map, "echo", "f"), None);
         // "ab"+"c" and "a"+"bc" must not collide into one key.
         map.insert(FunctionId::new("ab", "c").unwrap(), 1);
-        assert_eq!(map.get(&FunctionRef::new("a", "bc") as &dyn Key), None);
+        assert_eq!(lookup(&map, "a", "bc"), None);
+        // Nor may invalid parts find a valid id: "a.b" + "c" is not "a" + "b.c".
+        map.insert(FunctionId::new("a", "b").unwrap(), 2);
+        assert_eq!(lookup(&map, "a.b", ""), None);
+        assert_eq!(lookup(&map, "a", "b.c"), None);
+        assert_eq!(lookup(&map, &"a".repeat(64), "b"), None);
     }
 
     #[test]

@@ -119,19 +119,18 @@ where
         let shared = &*self.shared;
         let warm = match shared.extractor.extract(&req) {
             None => Warm::Untracked,
-            Some(target) => {
-                let function = match target.validate() {
-                    Ok(function) => function,
-                    Err(invalid) => return reject(&shared.responder, invalid),
-                };
-                match shared.scaler.warm(function) {
-                    Warm::No => {
+            // The warm path asks first and validates only on a miss: only valid names get into
+            // the scaler's maps, and no invalid name has the key of a valid one.
+            Some(target) => match shared.scaler.warm(target.as_function_ref()) {
+                Warm::No => match target.validate() {
+                    Ok(function) => {
                         let function = shared.scaler.id_of(function);
                         return self.cold(function, req);
                     }
-                    warm => warm,
-                }
-            }
+                    Err(invalid) => return reject(&shared.responder, invalid),
+                },
+                warm => warm,
+            },
         };
         let guard = match warm {
             Warm::Tracked(guard) => {

@@ -1,5 +1,6 @@
-//! Contract §11, one test per behaviour, written before the lifecycle rework (each failed on
-//! 22c554d). Paused time throughout, except where a real runtime shuts down.
+//! The life of a function (contract §11): one test per behaviour, the first thirteen and the
+//! outage test written before the lifecycle rework (each failed on 22c554d); then the phases
+//! as `stats()` shows them. Paused time throughout, except where a real runtime shuts down.
 
 use crate::support::harness as common;
 
@@ -426,4 +427,67 @@ async fn a_warm_function_is_served_from_its_last_known_state_through_a_five_minu
     tokio::time::sleep(secs(5)).await;
     let reply = h.get("/function/warm").await;
     assert_eq!(reply.status, 502, "{}", reply.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_show_each_phase_of_a_functions_life() {
+    use tower_scale_from_zero::scaler::Phase;
+    let h = Harness::new(scale_to_zero(ScalingConfig::default())).with_function(
+        "f",
+        FakeFunction::new()
+            .startup_delay(secs(1))
+            .scale_to_zero(IdlePolicy::After(secs(10))),
+    );
+    let f = id("f");
+    let phase = |h: &Harness| h.scaler.stats().function(&f).phase;
+    assert_eq!(phase(&h), None, "unknown");
+    let request = tokio::spawn(h.get("/function/f"));
+    settle().await;
+    assert_eq!(phase(&h), Some(Phase::ScalingUp), "scale-up sent");
+    assert_eq!(h.scaler.stats().function(&f).held, 1);
+    assert_eq!(request.await.unwrap().status, 200);
+    assert_eq!(phase(&h), Some(Phase::Warm));
+    // The platform takes a while to answer the scale-down: the phase shows it under way.
+    h.provider.set_latency(secs(5));
+    tokio::time::sleep(secs(11) + ms(500)).await;
+    assert_eq!(phase(&h), Some(Phase::ScalingDown));
+    tokio::time::sleep(secs(5)).await;
+    assert_eq!(phase(&h), Some(Phase::ScaledDown));
+    assert_eq!(h.provider.scale_downs(), 1);
+    // Gone from the platform: forgotten at the next read.
+    h.provider.remove_function(&f);
+    assert_eq!(h.get("/function/f").await.status, 404);
+    assert_eq!(phase(&h), None);
+}
+
+#[test]
+fn a_scale_down_cancelled_with_its_runtime_counts_as_done() {
+    use tower_scale_from_zero::scaler::Phase;
+    let provider = Arc::new(InMemoryProvider::new());
+    let f = id("f");
+    provider.add_function(
+        &f,
+        FakeFunction::new()
+            .running(1)
+            .scale_to_zero(IdlePolicy::After(secs(10))),
+    );
+    let scaler = FunctionScaler::new(provider.clone(), scale_to_zero(ScalingConfig::default()));
+    common::paused_runtime().block_on(async {
+        scaler.scale(&f).await.unwrap();
+        // The scale-down's call never answers; the runtime shuts down under it.
+        provider.fail_set(Fault::Hang, 1);
+        tokio::time::sleep(secs(12)).await;
+        assert_eq!(scaler.stats().function(&f).phase, Some(Phase::ScalingDown));
+    });
+    // Nobody knows whether the platform scaled it down: its "ready" is not trusted.
+    assert_eq!(scaler.stats().function(&f).phase, Some(Phase::ScaledDown));
+    common::paused_runtime().block_on(async {
+        let sets = provider.set_calls();
+        scaler.scale(&f).await.unwrap();
+        assert_eq!(
+            provider.set_calls(),
+            sets + 1,
+            "scaled up again, to be sure"
+        );
+    });
 }

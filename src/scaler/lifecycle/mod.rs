@@ -8,8 +8,8 @@
 //!
 //! | phase | means | requests |
 //! |---|---|---|
-//! | `Cold` | no replica ready at the last read, no scale-up of ours pending | wait for a cold start |
-//! | `ScalingUp` | our scale-up was sent; no read has shown it yet | wait; a read that still says "desired 0" is lag, not a reason to ask again |
+//! | `Cold` | no replica wanted at the last read, no scale-up of ours pending | wait for a cold start |
+//! | `ScalingUp` | starting: replicas wanted, none ready; or our scale-up was sent and no read has shown it yet | wait; a read that still says "desired 0" is lag, not a reason to ask again |
 //! | `Warm` | ready at the last read or push | forwarded (the cache answers until its entry expires) |
 //! | `ScalingDown` | our scale-down is under way | wait, each with its own deadline, then a fresh scale-up |
 //! | `ScaledDown` | we scaled it to zero | wait for a fresh scale-up; "ready" reads from before are ignored |
@@ -23,9 +23,10 @@
 //! |---|---|---|---|
 //! | unknown | a read or push confirms it exists | `Cold` or `Warm` | [`Lifecycle::confirm`], [`Lifecycle::push`] |
 //! | `Cold`, `ScalingUp`, `Warm` | a read or push says ready | `Warm` | [`Record::seen`] |
-//! | `Warm` | a read or push says not ready | `Cold` | [`Record::seen`] |
+//! | `Cold`, `Warm` | a read or push says desired > 0, none ready | `ScalingUp` (starting) | [`Record::seen`] |
+//! | `ScalingUp`, `Warm` | a read or push says desired 0 (and it is not our own write lagging) | `Cold` | [`Record::seen`] |
 //! | `Cold`, `ScaledDown` | our scale-up is sent | `ScalingUp` | [`cold_start`](Lifecycle::cold_start) |
-//! | `ScalingUp` | a read shows desired > 0 | `Cold` (the platform is starting it) | [`Record::seen`] |
+//! | `ScalingUp` | our scale-up failed | back to where it was | [`Record::scale_up_failed`] |
 //! | `ScalingUp` | a readiness deadline passes and reads still say desired 0 | scale-up sent again | [`cold_start`](Lifecycle::cold_start) |
 //! | `Warm` | idle for its period, nothing in flight, no other gateway served it | `ScalingDown` | [`scale_down`](Lifecycle::scale_down) |
 //! | `ScalingDown` | the platform scaled it down | `ScaledDown` | [`Record::scaled_down`] |
@@ -155,8 +156,7 @@ impl Lifecycle {
 
     /// See [`FunctionScaler::id_of`](crate::FunctionScaler::id_of).
     pub(crate) fn id_of(&self, function: FunctionRef<'_>) -> FunctionId {
-        let key = &function as &dyn crate::function::Key;
-        if let Some(id) = self.flights.key_of(key) {
+        if let Some(id) = function.with_key(|key| self.flights.key_of(key)).flatten() {
             return id;
         }
         if let Some(record) = self.records.get(function) {

@@ -11,33 +11,25 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::function::FunctionRef;
-use crate::function::Key;
 use crate::util::{far_instant, lock, Backoff};
 use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
 
 /// Where a function is in its life, as this scaler knows it; see
-/// [`Stats::function`](crate::scaler::Stats::function). The moves between phases, drawn:
-/// `docs/lifecycle.md` in the crate's repository.
-///
-/// ```text
-///            read: ready                        idle, nothing in flight,
-///   Cold ─────────────────────▶ Warm ──────────  no other gateway served it ──▶ ScalingDown
-///    │ ▲                        ▲  │                                              │     │
-///    │ └──── read: not ready ───┼──┘                                 refused,      │     │ scaled
-///    │                          │                                    failed ◀──────┘     ▼
-///    │ scale-up sent            │ read or push: ready                (back to Warm)   ScaledDown
-///    ▼                          │                                                        │
-///   ScalingUp ──────────────────┘ ◀──────────────────── scale-up sent ───────────────────┘
-/// ```
+/// [`Stats::function`](crate::scaler::Stats::function). The moves between phases are drawn in
+/// the crate's `docs/lifecycle.md`: `Cold` → `ScalingUp` → `Warm` on a cold start (or `Cold`
+/// → `Warm` when someone else scaled it), `Warm` → `ScalingDown` → `ScaledDown` on scale to
+/// zero, back to `Warm` if the platform refuses, and `ScaledDown` → `ScalingUp` on the next
+/// request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
-    /// No replica is ready (or the last read said so), and no scale-up of this scaler's is
-    /// pending.
+    /// No replica is wanted (the last read said desired 0), and no scale-up of this scaler's
+    /// is pending.
     Cold,
-    /// This scaler asked the platform for replicas and has not yet seen the request take
-    /// effect: a read that still says "desired 0" is read-after-write lag, not a reason to ask
-    /// again (for up to a readiness deadline).
+    /// Starting: the platform wants replicas and none is ready yet, or this scaler asked for
+    /// replicas and has not yet seen the request take effect (then a read that still says
+    /// "desired 0" is read-after-write lag, not a reason to ask again, for up to a readiness
+    /// deadline).
     ScalingUp,
     /// Ready at the last read or push.
     Warm,
@@ -204,8 +196,9 @@ impl Record {
 
     /// A state read from the provider or pushed by it at `now`: the latest idle policy
     /// replaces the old one at once; "ready" moves the function to `Warm` unless it is from
-    /// before this scaler's scale-down; "not ready" moves a `Warm` function to `Cold`, and a
-    /// `ScalingUp` one too once the platform shows it wants replicas.
+    /// before this scaler's scale-down; "not ready" with replicas wanted moves it to
+    /// `ScalingUp` (starting), and with none wanted to `Cold`, unless it is our own scale-up
+    /// not visible yet or a read from before our scale-down.
     pub(crate) fn seen(&self, state: &ServiceQueryResponse, now: Instant) -> Seen {
         self.policy
             .store(encode(state.scale_to_zero), Ordering::Relaxed);
@@ -223,12 +216,17 @@ impl Record {
             }
         } else {
             match phase {
-                Phase::Warm => self.set_phase(Phase::Cold),
-                Phase::ScalingUp if state.desired_replicas > 0 => {
-                    self.set_phase(Phase::Cold);
+                // Lagging reads from before our scale-down change nothing.
+                Phase::ScalingDown | Phase::ScaledDown => {}
+                // The platform wants replicas and has none ready yet: starting (our write
+                // has taken effect, if we sent one).
+                _ if state.desired_replicas > 0 => {
+                    self.set_phase(Phase::ScalingUp);
                     slow.asked_at = None;
                 }
-                _ => {}
+                // Our write is out and not visible yet: read-after-write lag.
+                Phase::ScalingUp if slow.asked_at.is_some() => {}
+                _ => self.set_phase(Phase::Cold),
             }
             Trust::NotReady
         };
@@ -535,9 +533,9 @@ impl Records {
 
     #[inline]
     pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
-        self.map
-            .get(&function as &dyn Key)
-            .map(|entry| Arc::clone(&entry))
+        function
+            .with_key(|key| self.map.get(key).map(|entry| Arc::clone(&entry)))
+            .flatten()
     }
 
     /// The record of `function`, made if it has none; a full map first drops the
@@ -578,9 +576,9 @@ impl Records {
     }
 
     pub(crate) fn remove(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
-        self.map
-            .remove(&function as &dyn Key)
-            .map(|(_, record)| record)
+        function
+            .with_key(|key| self.map.remove(key).map(|(_, record)| record))
+            .flatten()
     }
 
     /// Every record, copied out (no lock is held while the caller works on them).
@@ -661,12 +659,16 @@ mod tests {
         assert!(record.recently_asked(Instant::now(), deadline));
         // Read-after-write lag: desired 0 still.
         record.seen(&ServiceQueryResponse::new(0, 0), Instant::now());
+        assert_eq!(record.phase(), Phase::ScalingUp);
         assert!(record.recently_asked(Instant::now(), deadline));
         assert!(!record.recently_asked(Instant::now() + deadline, deadline));
-        // Taken effect: desired 1.
+        // Taken effect: desired 1, starting.
         record.seen(&ServiceQueryResponse::new(1, 0), Instant::now());
-        assert_eq!(record.phase(), Phase::Cold);
+        assert_eq!(record.phase(), Phase::ScalingUp);
         assert!(!record.recently_asked(Instant::now(), deadline));
+        // Scaled to zero by someone else before it was ready.
+        record.seen(&ServiceQueryResponse::new(0, 0), Instant::now());
+        assert_eq!(record.phase(), Phase::Cold);
     }
 
     #[tokio::test(start_paused = true)]
