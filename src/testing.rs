@@ -349,7 +349,7 @@ impl ServiceQuery for InMemoryProvider {
     }
 
     /// As a shared platform would: no scale-down if any gateway recorded activity within
-    /// `idle` (a precondition on the write).
+    /// `idle` (a precondition on the write), and no write when it is at zero already.
     async fn scale_to_zero(
         &self,
         function: &FunctionId,
@@ -363,6 +363,10 @@ impl ServiceQuery for InMemoryProvider {
             .is_some_and(|at| at.elapsed() < idle);
         if recent {
             return Ok(false);
+        }
+        // Already at zero (another gateway scaled it down): nothing to write.
+        if self.desired_replicas(function) == Some(0) {
+            return Ok(true);
         }
         self.set_replicas(function, 0).await?;
         self.scale_downs.fetch_add(1, Ordering::SeqCst);

@@ -64,12 +64,19 @@ pub(crate) fn far_instant(start: Instant, by: Duration) -> Instant {
         .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
-/// Exponential backoff with full jitter: after `n` failures in a row, a pause between `first`
-/// and `min(first · 2ⁿ⁻¹, cap)`, drawn uniformly. Never below `first` (so one retrier never
-/// calls more often than that), spread out above it (so many retriers do not move together).
+/// Exponential backoff with jitter. After `n` failures in a row the step is
+/// `min(first · 2ⁿ⁻¹, cap)`, and the pause is drawn:
+///
+/// - [`new`](Self::new), full jitter: uniformly between `first` and the step. Never below
+///   `first` (one retrier never calls more often than that), spread out above it (many
+///   retriers do not move together). Provider calls retry this way.
+/// - [`growing`](Self::growing): between the step and a quarter more (capped). The pauses
+///   themselves grow, as client-go's watch backoff does: a caller that keeps failing calls
+///   less and less often.
 pub(crate) struct Backoff {
     first: Duration,
     cap: Duration,
+    full_jitter: bool,
     jitter: Jitter,
 }
 
@@ -78,15 +85,27 @@ impl Backoff {
         Self {
             first,
             cap: cap.max(first),
+            full_jitter: true,
             jitter: Jitter::new(),
+        }
+    }
+
+    pub(crate) fn growing(first: Duration, cap: Duration) -> Self {
+        Self {
+            full_jitter: false,
+            ..Self::new(first, cap)
         }
     }
 
     /// The pause after `failures` failures in a row (1 for the first).
     pub(crate) fn pause(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(20);
-        let ceiling = self.first.saturating_mul(1 << doublings).min(self.cap);
-        self.first + (ceiling - self.first).mul_f64(self.jitter.unit())
+        let step = self.first.saturating_mul(1 << doublings).min(self.cap);
+        if self.full_jitter {
+            self.first + (step - self.first).mul_f64(self.jitter.unit())
+        } else {
+            (step + (step / 4).mul_f64(self.jitter.unit())).min(self.cap)
+        }
     }
 }
 
@@ -152,6 +171,20 @@ mod tests {
             ErrorChain(&err).to_string(),
             "cannot reach the provider: connection refused"
         );
+    }
+
+    #[test]
+    fn growing_pauses_grow_themselves_up_to_the_cap() {
+        let backoff = Backoff::growing(Duration::from_secs(2), Duration::from_secs(30));
+        for _ in 0..50 {
+            let pauses: Vec<Duration> = (1..=6).map(|n| backoff.pause(n)).collect();
+            for (n, pause) in pauses.iter().enumerate() {
+                let step = Duration::from_secs(2 << n).min(Duration::from_secs(30));
+                assert!(*pause >= step && *pause <= (step * 5 / 4).min(Duration::from_secs(30)));
+            }
+            // Three tries in the first ten seconds at most: 0, >= 2, >= 6, >= 14.
+            assert!(pauses[0] + pauses[1] >= Duration::from_secs(6));
+        }
     }
 
     #[test]

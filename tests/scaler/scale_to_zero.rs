@@ -365,3 +365,62 @@ async fn an_upgraded_connection_keeps_its_function_up_until_it_closes() {
         "down an idle period after the tunnels closed"
     );
 }
+
+/// Two gateways sharing one platform as their activity store: `Streams` for the one that
+/// holds a stream open, a plain scaler for the other.
+fn two_gateways(spec: FakeFunction) -> (Streams, FunctionScaler) {
+    let busy = Streams::new(config(), &[("echo", spec)]);
+    let provider = busy.provider.clone();
+    let busy = Streams {
+        scaler: FunctionScaler::builder(provider.clone())
+            .config(config())
+            .activity_store(provider.clone())
+            .build(),
+        ..busy
+    };
+    let idle = FunctionScaler::builder(provider.clone())
+        .config(config())
+        .activity_store(provider)
+        .build();
+    (busy, idle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_on_one_gateway_keeps_its_function_up_against_another_gateway() {
+    let (busy, idle) = two_gateways(idle_after(secs(60)));
+    let f = id("echo");
+    // The idle gateway knows the function warm; then one stream through the other, open for
+    // three idle periods: it records activity while it lasts, not only when it starts.
+    idle.scale(&f).await.unwrap();
+    let (status, body) = busy.open("echo").await;
+    assert_eq!(status, StatusCode::OK);
+    sleep(secs(180)).await;
+    assert_eq!(busy.provider.scale_downs(), 0);
+    assert_eq!(busy.provider.desired_replicas(&f), Some(1));
+    busy.end_all();
+    drain(body.unwrap()).await;
+    // Both idle now: exactly one scale-down.
+    sleep(secs(60 + 15 + 2)).await;
+    assert_eq!(busy.provider.scale_downs(), 1);
+    assert_eq!(busy.provider.desired_replicas(&f), Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_on_one_gateway_is_not_undone_by_another() {
+    let (busy, idle) = two_gateways(idle_after(secs(60)).startup_delay(secs(5)));
+    let f = id("echo");
+    // The idle gateway saw the function warm long ago (its idle period is over)...
+    busy.provider
+        .add_function(&f, idle_after(secs(60)).running(1));
+    idle.scale(&f).await.unwrap();
+    busy.provider
+        .add_function(&f, idle_after(secs(60)).startup_delay(secs(5)));
+    sleep(secs(59)).await;
+    // ... when the other brings it up from zero: a 5 s start, across the idle gateway's look.
+    let (status, body) = busy.open("echo").await;
+    assert_eq!(status, StatusCode::OK);
+    drop(body);
+    sleep(secs(5)).await;
+    assert_eq!(busy.provider.scale_downs(), 0, "the scale-up stands");
+    assert_eq!(busy.provider.desired_replicas(&f), Some(1));
+}

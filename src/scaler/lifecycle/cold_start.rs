@@ -295,6 +295,9 @@ impl Lifecycle {
                     .await;
                 if written.is_ok() {
                     sending.before = None;
+                    // Other gateways learn at once that this one is bringing it up: none of
+                    // them scales it down meanwhile.
+                    lifecycle.record_if_due(&sending.record);
                 }
                 written
             }

@@ -209,6 +209,12 @@ impl Record {
             if phase.distrusts_ready() {
                 Trust::Stale
             } else {
+                if phase != Phase::Warm {
+                    // Ready just now (a scale-up, ours or another gateway's): its idle period
+                    // starts afresh.
+                    self.last_end
+                        .fetch_max(ms_since(self.epoch), Ordering::AcqRel);
+                }
                 self.set_phase(Phase::Warm);
                 slow.asked_at = None;
                 slow.last_ready = Some((state.clone(), now));

@@ -90,18 +90,27 @@ impl Lifecycle {
             return None;
         };
         self.reaper.ensure_running(self);
-        if let Some(store) = &self.activity_store {
-            if let Some(period) = record.policy().period(self.config.idle_period()) {
-                let now = record.now_ms();
-                if record.record_due(now)
-                    && tokio::runtime::Handle::try_current().is_ok()
-                    && record.claim_record(now)
-                {
-                    self.record_activity(Arc::clone(store), Arc::clone(record), period / 4);
-                }
+        self.record_if_due(record);
+        Some(guard)
+    }
+
+    /// Records in the shared store (if any) that this gateway serves `record`'s function,
+    /// when a record is due: at most once per quarter of its idle period, on each request,
+    /// while requests are in flight (the reaper asks), and when a scale-up is sent.
+    #[inline]
+    pub(crate) fn record_if_due(self: &Arc<Self>, record: &Arc<Record>) {
+        let Some(store) = &self.activity_store else {
+            return;
+        };
+        if let Some(period) = record.policy().period(self.config.idle_period()) {
+            let now = record.now_ms();
+            if record.record_due(now)
+                && tokio::runtime::Handle::try_current().is_ok()
+                && record.claim_record(now)
+            {
+                self.record_activity(Arc::clone(store), Arc::clone(record), period / 4);
             }
         }
-        Some(guard)
     }
 
     /// Records in the shared store that this gateway serves the function; the next record is

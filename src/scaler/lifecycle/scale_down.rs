@@ -103,6 +103,12 @@ impl Lifecycle {
                 && self.flights.state(record.id()).is_none()
         });
         for record in self.records.all() {
+            // A stream or a long poll keeps its function up on every gateway: its activity is
+            // recorded while it lasts, not only when it starts.
+            if record.in_flight() > 0 {
+                self.record_if_due(&record);
+                continue;
+            }
             if let Some(idle) = record.due(record.now_ms(), default) {
                 // Not due again while this one is considered (the store's answer, bounded by
                 // the call timeout, sets what comes next).
