@@ -40,6 +40,7 @@ fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .merge(functions)
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(
             ServiceBuilder::new()
@@ -58,6 +59,10 @@ async fn forward(
     req: Request,
 ) -> Response {
     gateway.forward(req, Some(peer)).await.into_response()
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    gateway.readiness_response().into_response()
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {

@@ -31,6 +31,7 @@ use tower_http::trace::TraceLayer;
 async fn route(gateway: &Gateway, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => gateway.readiness_response(),
         "/metrics" => gateway.metrics_response(),
         path if path.starts_with("/function/") => gateway.forward(req, Some(peer)).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

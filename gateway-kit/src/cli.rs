@@ -98,10 +98,15 @@ pub struct Options {
     #[arg(long, value_name = "SELECTOR", requires = "kubernetes")]
     pub label_selector: Option<String>,
 
-    /// With --kubernetes: where requests go [default:
+    /// With --kubernetes: where requests go with --forward-to service [default:
     /// http://{name}.{namespace}.svc.cluster.local:{port}]
     #[arg(long, value_name = "URL", requires = "kubernetes")]
     pub endpoint_template: Option<String>,
+
+    /// With --kubernetes: forward to the function's ready endpoints (pod addresses from its
+    /// EndpointSlices, round robin: routable the moment they are ready) or to its Service
+    #[arg(long, value_enum, default_value = "endpoints", requires = "kubernetes")]
+    pub forward_to: ForwardTo,
 
     /// Namespace of functions named without one [default: local; openfaas-fn with
     /// --provider-url; default with --kubernetes]
@@ -139,6 +144,15 @@ pub enum Roots {
     System,
     /// Mozilla's roots, compiled in
     Webpki,
+}
+
+/// `--forward-to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ForwardTo {
+    /// The function's ready endpoints, round robin (its Service when the store has none)
+    Endpoints,
+    /// The function's Service (--endpoint-template)
+    Service,
 }
 
 /// `--log-format`.

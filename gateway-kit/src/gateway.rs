@@ -66,6 +66,24 @@ impl Gateway {
             .responder(DefaultResponder::new().expose_provider_errors(local))
     }
 
+    /// Whether the gateway can serve (see [`Platform::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.platform.is_ready()
+    }
+
+    /// `/readyz`: 200 once the gateway can serve (on Kubernetes, once its provider's watches
+    /// have listed their objects), 503 before.
+    pub fn readiness_response(&self) -> Response<ProxyBody> {
+        if self.is_ready() {
+            crate::proxy::text(StatusCode::OK, "ready\n")
+        } else {
+            crate::proxy::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the provider has not synced yet\n",
+            )
+        }
+    }
+
     /// The scaler (for draining).
     pub fn scaler(&self) -> &FunctionScaler {
         &self.platform.scaler
@@ -108,7 +126,7 @@ impl Gateway {
         let (mark, query) = req.uri().query().map_or(("", ""), |q| ("?", q));
         let direct_rest = if rest.is_empty() { "/" } else { rest };
         let upstream = match self.platform.base(&id).await {
-            Ok(Base::Local(addr)) => format!("http://{addr}{direct_rest}{mark}{query}"),
+            Ok(Base::Address(addr)) => format!("http://{addr}{direct_rest}{mark}{query}"),
             Ok(Base::Direct(base)) => format!("{base}{direct_rest}{mark}{query}"),
             Ok(Base::Routed(base)) => format!(
                 "{base}/function/{}.{}{rest}{mark}{query}",
@@ -117,9 +135,16 @@ impl Gateway {
             ),
             Err((status, message)) => return text(status, &message),
         };
-        let Ok(upstream) = upstream.parse() else {
+        let Ok(upstream) = upstream.parse::<http::Uri>() else {
             return text(StatusCode::BAD_REQUEST, "cannot build the upstream URL\n");
         };
+        if loopback_only() && !is_loopback(&upstream) {
+            tracing::warn!(%upstream, "not forwarded: GATEWAY_KIT_LOOPBACK_ONLY is set");
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "not forwarded: the upstream is not on loopback (GATEWAY_KIT_LOOPBACK_ONLY)\n",
+            );
+        }
         let held = req.extensions().get::<ColdStart>().is_some();
         let forward = Forward::to(upstream).from(peer).retry_refused(held);
         match self.proxy.forward(req, forward).await {
@@ -148,6 +173,23 @@ impl Gateway {
             None => text(StatusCode::NOT_FOUND, "metrics are not enabled\n"),
         }
     }
+}
+
+/// Whether `GATEWAY_KIT_LOOPBACK_ONLY` is set: the gateway then forwards only to loopback
+/// addresses (tests that must send nothing beyond 127.0.0.0/8 set it).
+fn loopback_only() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("GATEWAY_KIT_LOOPBACK_ONLY").is_some())
+}
+
+fn is_loopback(uri: &http::Uri) -> bool {
+    let host = uri.host().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The path after `/function/NAME` (`/x/y`, or empty when there is none).

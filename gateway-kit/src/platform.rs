@@ -11,7 +11,7 @@ use tower_scale_from_zero::providers::KubernetesProvider;
 use tower_scale_from_zero::providers::{OpenFaasProvider, ProcessProvider, TlsRoots};
 use tower_scale_from_zero::{FunctionId, FunctionScaler, ScalingConfig};
 
-use crate::cli::{Options, Roots};
+use crate::cli::{ForwardTo, Options, Roots};
 use crate::functions::{self, FunctionDef};
 use crate::hello;
 
@@ -26,9 +26,17 @@ pub enum Upstreams {
         /// The provider URL, without a trailing slash.
         base: String,
     },
-    /// Kubernetes: straight to the function's Service (the provider's endpoint template).
+    /// Kubernetes: straight to the function's ready endpoints (round robin), or to its Service
+    /// (the provider's endpoint template).
     #[cfg(feature = "kubernetes")]
-    Kubernetes(KubernetesProvider),
+    Kubernetes {
+        /// The provider, which knows the endpoints.
+        provider: KubernetesProvider,
+        /// Endpoints or Service.
+        forward_to: ForwardTo,
+        /// The round robin's next turn.
+        turn: Arc<std::sync::atomic::AtomicUsize>,
+    },
 }
 
 /// The platform and the scaler in front of it.
@@ -43,8 +51,9 @@ pub struct Platform {
 /// The address a request goes to, without the function's own path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Base<'a> {
-    /// A local function's own address: the rest of the path follows (`/` when there is none).
-    Local(std::net::SocketAddr),
+    /// A replica's own address (a local process, a pod): the rest of the path follows (`/`
+    /// when there is none).
+    Address(std::net::SocketAddr),
     /// The function itself at a URL: the rest of the path follows (`/` when there is none).
     Direct(String),
     /// A gateway that routes by `/function/{name}.{namespace}`.
@@ -131,9 +140,12 @@ impl Platform {
     /// Kubernetes: labelled Deployments, forwarded to directly through their Services.
     #[cfg(feature = "kubernetes")]
     pub async fn kubernetes(options: &Options) -> Result<Self, String> {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
+        let no_client = |e: &dyn std::fmt::Display| {
+            format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}")
+        };
+        let kube_config = kube::Config::infer().await.map_err(|e| no_client(&e))?;
+        // With the timeouts a watch needs to notice a connection that stopped answering.
+        let client = KubernetesProvider::client(kube_config).map_err(|e| no_client(&e))?;
         let mut builder = KubernetesProvider::builder(client);
         if !options.all_namespaces {
             builder = builder.namespace(options.namespace().to_owned());
@@ -149,11 +161,20 @@ impl Platform {
                 .map_err(|e| e.to_string())?;
         }
         let provider = builder.build();
-        let scaler = FunctionScaler::new(provider.clone(), config(options, None));
+        // Several gateways share activity through the provider's Leases: none scales down a
+        // function another is serving.
+        let scaler = FunctionScaler::builder(provider.clone())
+            .config(config(options, None))
+            .activity_store(provider.clone())
+            .build();
         provider.push_readiness_to(scaler.readiness_notifier());
         Ok(Self {
             scaler,
-            upstreams: Upstreams::Kubernetes(provider),
+            upstreams: Upstreams::Kubernetes {
+                provider,
+                forward_to: options.forward_to,
+                turn: Arc::default(),
+            },
         })
     }
 
@@ -171,7 +192,7 @@ impl Platform {
     pub async fn base(&self, id: &FunctionId) -> Result<Base<'_>, (StatusCode, String)> {
         match &self.upstreams {
             Upstreams::Local(provider) => match provider.upstream(id) {
-                Some(addr) => Ok(Base::Local(addr)),
+                Some(addr) => Ok(Base::Address(addr)),
                 None => Err((
                     StatusCode::BAD_GATEWAY,
                     format!("function {id} is not running\n"),
@@ -179,20 +200,53 @@ impl Platform {
             },
             Upstreams::OpenFaas { base } => Ok(Base::Routed(base)),
             #[cfg(feature = "kubernetes")]
-            Upstreams::Kubernetes(provider) => match provider.endpoint(id).await {
-                Ok(base) => Ok(Base::Direct(
-                    base.to_string().trim_end_matches('/').to_owned(),
-                )),
-                Err(err) => {
-                    tracing::warn!(function = %id, error = %err, "no endpoint");
-                    let status = if err.is_not_found() {
-                        StatusCode::NOT_FOUND
-                    } else {
-                        StatusCode::BAD_GATEWAY
-                    };
-                    Err((status, format!("no endpoint for function {id}\n")))
+            Upstreams::Kubernetes {
+                provider,
+                forward_to,
+                turn,
+            } => {
+                if *forward_to == ForwardTo::Endpoints {
+                    let ready = provider.ready_addresses(id, None);
+                    if !ready.is_empty() {
+                        let turn = turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(Base::Address(ready[turn % ready.len()]));
+                    }
                 }
-            },
+                Self::service(provider, id).await
+            }
+        }
+    }
+
+    /// Whether the gateway is ready to serve: on Kubernetes, once the provider's watches have
+    /// listed their objects (so that warm functions are served from memory); at once
+    /// elsewhere.
+    pub fn is_ready(&self) -> bool {
+        match &self.upstreams {
+            #[cfg(feature = "kubernetes")]
+            Upstreams::Kubernetes { provider, .. } => provider.is_synced(),
+            _ => true,
+        }
+    }
+
+    /// Kubernetes: the function's Service.
+    #[cfg(feature = "kubernetes")]
+    async fn service(
+        provider: &KubernetesProvider,
+        id: &FunctionId,
+    ) -> Result<Base<'static>, (StatusCode, String)> {
+        match provider.endpoint(id).await {
+            Ok(base) => Ok(Base::Direct(
+                base.to_string().trim_end_matches('/').to_owned(),
+            )),
+            Err(err) => {
+                tracing::warn!(function = %id, error = %err, "no endpoint");
+                let status = if err.is_not_found() {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                Err((status, format!("no endpoint for function {id}\n")))
+            }
         }
     }
 }

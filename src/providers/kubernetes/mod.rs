@@ -284,14 +284,15 @@ impl KubernetesProvider {
 
     /// A client for the provider from `config`, with the timeouts its watches need to notice a
     /// connection that stopped answering (a half-open connection, a proxy that drops traffic):
-    /// connect within 10 s, and no response (or no data on a watch) for 25 s is a failure.
-    /// (Watch calls end every 20 s on the server's side, so a quiet, healthy watch never
-    /// waits that long.) Timeouts already set in `config` are kept.
+    /// connect within 10 s, and no response (or no data on a watch) for 23 s is a failure.
+    /// Watch calls end every 20 s on the server's side, so a quiet, healthy watch never waits
+    /// that long; and it fires before kube's own idle timeout (25 s), which would reconnect
+    /// without a word. Timeouts already set in `config` are kept.
     pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
         config
             .connect_timeout
             .get_or_insert(Duration::from_secs(10));
-        config.read_timeout.get_or_insert(Duration::from_secs(25));
+        config.read_timeout.get_or_insert(Duration::from_secs(23));
         config.reset_reader_on_write = true;
         Client::try_from(config)
     }
@@ -442,11 +443,13 @@ impl KubernetesProvider {
             .ok_or_else(|| self.not_labelled(function))
     }
 
+    /// Ready endpoints of `function`: from the store while it answers and knows the
+    /// function (no slice then means no endpoint), else a read.
     async fn ready_endpoints(&self, function: &FunctionId) -> Result<u64, QueryError> {
         {
             let store = self.inner.shared.lock();
             if store.slices.answers(self.inner.max_staleness)
-                && (store.slices.healthy || store.slices.live.contains_key(function))
+                && (store.slices.healthy || store.deployments.live.contains_key(function))
             {
                 return Ok(store.ready_endpoints(function));
             }

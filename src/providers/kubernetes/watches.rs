@@ -15,9 +15,9 @@
 //! Every failure is logged (before the first sync too), counted in
 //! `scale_from_zero_kubernetes_watch_failures_total{resource, reason}`, and each list in
 //! `scale_from_zero_kubernetes_lists_total{resource}`. Watch calls carry a server-side timeout
-//! of 20 s, so a quiet watch is renewed every 20 s and a connection that stopped answering
-//! (half-open) is noticed by kube's idle timeout on top of it (25 s), or by the client's read
-//! timeout ([`KubernetesProvider::client`](super::KubernetesProvider::client)).
+//! of 20 s, so a quiet watch is renewed every 20 s, and a connection that stopped answering
+//! (half-open, or a network that drops everything) is noticed by the client's read timeout of
+//! 23 s ([`KubernetesProvider::client`](super::KubernetesProvider::client)), then listed again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
