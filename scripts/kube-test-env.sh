@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A real Kubernetes API server (etcd + kube-apiserver, no kubelet, no controllers) on
-# 127.0.0.1, for the Kubernetes provider's integration tests.
+# A real Kubernetes API server (etcd + kube-apiserver) on 127.0.0.1, for the Kubernetes
+# provider's integration tests; with `start-control-plane`, also the controllers a cold start
+# goes through and simulated nodes (kwok), so nothing in a test plays a controller.
 #
 #   scripts/kube-test-env.sh build        # install etcd, build kube-apiserver (cached per version)
 #   scripts/kube-test-env.sh start DIR    # start both; DIR gets kubeconfig, tokens, logs, pids
@@ -9,6 +10,14 @@
 #                                         # for restart tests: the apiserver alone, same flags
 #   scripts/kube-test-env.sh compact-etcd DIR
 #                                         # compact etcd's history: older watches get 410 Gone
+#   scripts/kube-test-env.sh start-control-plane DIR
+#                                         # `start` (with the watch cache) plus
+#                                         # kube-controller-manager (deployment, replicaset,
+#                                         # endpointslice, resourcequota controllers) and kwok with one
+#                                         # simulated node, `kwok-node-0`; pods get addresses
+#                                         # of 10.244.0.0/16: run it inside a network
+#                                         # namespace of your own (see the control_plane tests);
+#                                         # DIR/audit.log has every request's metadata
 #
 # kube-apiserver is built from the Go module k8s.io/kubernetes (it cannot be `go install`ed: its
 # go.mod replaces every staging module with a local path), in a scratch module that requires it
@@ -195,11 +204,14 @@ start() {
   openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
     -CAcreateserial -days 2 -extfile "$dir/san.ext" -out "$dir/server.crt" 2>/dev/null
   openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
-  local admin_token user_token
+  # A third, `gateway` (system:masters too), is what gateways under measurement use: the audit
+  # log of `start-control-plane` tells their requests apart by it.
+  local admin_token user_token gateway_token
   admin_token=$(openssl rand -hex 16)
   user_token=$(openssl rand -hex 16)
-  printf '%s,admin,admin-uid,"system:masters"\n%s,limited,limited-uid\n' \
-    "$admin_token" "$user_token" >"$dir/tokens.csv"
+  gateway_token=$(openssl rand -hex 16)
+  printf '%s,admin,admin-uid,"system:masters"\n%s,limited,limited-uid\n%s,gateway,gateway-uid,"system:masters"\n' \
+    "$admin_token" "$user_token" "$gateway_token" >"$dir/tokens.csv"
 
   # etcd reads every ETCD_* variable as a flag: start it without them.
   env -i PATH="$PATH" HOME="$HOME" "$ETCD" --name default --data-dir "$dir/etcd" \
@@ -214,8 +226,13 @@ start() {
 
   echo "$etcd_port" >"$dir/etcd.port"
   # The apiserver's flags are kept, so `start-apiserver DIR` can start it again alike. No
-  # watch cache: watches are served from etcd, so one that resumes from a compacted
-  # resourceVersion gets 410 Gone (the tests provoke it with `compact-etcd`).
+  # watch cache for `start`: watches are served from etcd, so one that resumes from a
+  # compacted resourceVersion gets 410 Gone (the tests provoke it with `compact-etcd`).
+  # `start-control-plane` keeps it, as clusters run it. No streaming lists (WatchList): they
+  # need etcd's RequestWatchProgress, which this etcd (3.5.1) lacks; with the gate on, the
+  # controllers' and kwok's informers start one, get an error event, back off and list again,
+  # and miss changes for seconds (pods were deleted ~40 s late). Off, clients that ask for one
+  # are refused at once and list and watch the classic way.
   cat >"$dir/apiserver.args" <<ARGS
 --etcd-servers=http://127.0.0.1:$etcd_port
 --bind-address=127.0.0.1
@@ -230,10 +247,18 @@ start() {
 --service-account-issuer=https://kubernetes.default.svc.cluster.local
 --service-account-key-file=$dir/sa.key
 --service-account-signing-key-file=$dir/sa.key
---service-cluster-ip-range=10.0.0.0/24
+--service-cluster-ip-range=10.96.0.0/16
 --disable-admission-plugins=ServiceAccount
---watch-cache=false
+--watch-cache=${WATCH_CACHE:-false}
+--feature-gates=WatchList=false
 ARGS
+  if [ -n "${AUDIT:-}" ]; then
+    # Every request's metadata (user, verb, resource), once it is answered.
+    printf 'apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n' \
+      >"$dir/audit-policy.yaml"
+    printf '%s\n' "--audit-policy-file=$dir/audit-policy.yaml" "--audit-log-path=$dir/audit.log" \
+      "--audit-log-format=json" >>"$dir/apiserver.args"
+  fi
   echo "https://127.0.0.1:$api_port" >"$dir/url"
   echo "$admin_token" >"$dir/admin.token"
   launch_apiserver "$dir"
@@ -241,9 +266,10 @@ ARGS
   local url="https://127.0.0.1:$api_port"
   local ca_data
   ca_data=$(base64 -w0 <"$dir/ca.crt")
-  for who in admin limited; do
+  for who in admin limited gateway; do
     local token=$admin_token
     [ "$who" = limited ] && token=$user_token
+    [ "$who" = gateway ] && token=$gateway_token
     cat >"$dir/kubeconfig-$who" <<KUBECONFIG
 apiVersion: v1
 kind: Config
@@ -275,8 +301,226 @@ ENV
   log "source $dir/env"
 }
 
+# The simulated node's stages (kwok's Stage API): a node is Ready at once; a pod on it gets
+# an address of the pod CIDR and turns Ready after `tower-scale-from-zero.test/ready-after`
+# (a pod annotation, a Go duration; default 0), or Running but never Ready when it has the
+# label `tower-scale-from-zero.test/never-ready`; a deleted pod goes after
+# `tower-scale-from-zero.test/delete-after` (default 0), as a container's shutdown would.
+write_kwok_stages() {
+  cat >"$1" <<'STAGES'
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Node
+  selector:
+    matchExpressions:
+    - key: '.status.phase'
+      operator: 'NotIn'
+      values: ['Running']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      phase: Running
+      conditions:
+      - type: Ready
+        status: "True"
+        reason: KubeletReady
+        message: a node simulated by kwok
+        lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $now | Quote }}
+      addresses:
+      - type: InternalIP
+        address: {{ NodeIP | Quote }}
+      - type: Hostname
+        address: {{ NodeName | Quote }}
+      allocatable: {cpu: 1k, memory: 1Ti, pods: 1M}
+      capacity: {cpu: 1k, memory: 1Ti, pods: 1M}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.podIP'
+      operator: 'DoesNotExist'
+    - key: '.metadata.labels["tower-scale-from-zero.test/never-ready"]'
+      operator: 'DoesNotExist'
+  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.annotations["tower-scale-from-zero.test/ready-after"]'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+      conditions:
+      - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: ContainersReady, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: Ready, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - name: {{ .name | Quote }}
+        image: {{ .image | Quote }}
+        ready: true
+        started: true
+        restartCount: 0
+        state: {running: {startedAt: {{ $now | Quote }}}}
+      {{ end }}
+      {{ with NodeIPWith .spec.nodeName }}
+      hostIP: {{ . | Quote }}
+      {{ end }}
+      {{ with PodIPsWith .spec.nodeName false .metadata.uid .metadata.name .metadata.namespace }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-never-ready
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.podIP'
+      operator: 'DoesNotExist'
+    - key: '.metadata.labels["tower-scale-from-zero.test/never-ready"]'
+      operator: 'Exists'
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      phase: Running
+      startTime: {{ $now | Quote }}
+      conditions:
+      - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+      - {type: ContainersReady, status: "False", lastTransitionTime: {{ $now | Quote }}}
+      - {type: Ready, status: "False", lastTransitionTime: {{ $now | Quote }}}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - name: {{ .name | Quote }}
+        image: {{ .image | Quote }}
+        ready: false
+        started: true
+        restartCount: 0
+        state: {running: {startedAt: {{ $now | Quote }}}}
+      {{ end }}
+      {{ with PodIPsWith .spec.nodeName false .metadata.uid .metadata.name .metadata.namespace }}
+      podIP: {{ index . 0 | Quote }}
+      podIPs:
+      {{ range . }}
+      - ip: {{ . | Quote }}
+      {{ end }}
+      {{ end }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-delete
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'Exists'
+  delay:
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.annotations["tower-scale-from-zero.test/delete-after"]'
+  next:
+    delete: true
+STAGES
+}
+
+# Waits (up to 60 s) until `curl` of PATH on the apiserver prints something matching PATTERN.
+await_api() {
+  local dir=$1 path=$2 pattern=$3 what=$4 waited=0
+  until curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $(cat "$dir/admin.token")"       "$(cat "$dir/url")$path" 2>/dev/null | grep -q "$pattern"; do
+    sleep 0.25
+    waited=$((waited + 1))
+    if [ "$waited" -ge 240 ]; then
+      log "$what: not after 60 s; last lines of the logs in $dir:"
+      tail -5 "$dir/controller-manager.log" "$dir/kwok.log" >&2
+      stop "$dir"
+      exit 1
+    fi
+  done
+  log "$what after ${waited}x0.25 s"
+}
+
+start_control_plane() {
+  local dir=$1
+  WATCH_CACHE=true AUDIT=1 start "$dir"
+  dir=$(cd "$dir" && pwd)
+  # Only the controllers a scale-from-zero cold start goes through (and the quota controller,
+  # whose refusals it must report), as the admin.
+  "$CONTROLLER_MANAGER" --kubeconfig="$dir/kubeconfig-admin" \
+    --controllers=deployment,replicaset,endpointslice,resourcequota \
+    --use-service-account-credentials=false --leader-elect=false \
+    --bind-address=127.0.0.1 --secure-port=0 \
+    >"$dir/controller-manager.log" 2>&1 &
+  echo $! >"$dir/controller-manager.pid"
+
+  write_kwok_stages "$dir/kwok.yaml"
+  "$KWOK" --kubeconfig="$dir/kubeconfig-admin" --config="$dir/kwok.yaml" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --manage-nodes-with-label-selector= --manage-single-node= \
+    --cidr=10.244.0.0/16 --node-ip=10.245.0.1 \
+    --server-address="127.0.0.1:$(free_port)" \
+    >"$dir/kwok.log" 2>&1 &
+  echo $! >"$dir/kwok.pid"
+
+  curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $(cat "$dir/admin.token")" \
+    -H 'Content-Type: application/json' -X POST "$(cat "$dir/url")/api/v1/nodes" -d '{
+      "metadata": {"name": "kwok-node-0", "annotations": {"kwok.x-k8s.io/node": "fake"},
+                   "labels": {"type": "kwok"}}
+    }' >/dev/null
+  await_api "$dir" /api/v1/nodes/kwok-node-0 '"type": "Ready"' "kwok-node-0 is Ready"
+  # The controllers are up once the deployment controller acts: a probe Deployment gets its
+  # ReplicaSet's status back.
+  curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $(cat "$dir/admin.token")" \
+    -H 'Content-Type: application/json' -X POST \
+    "$(cat "$dir/url")/apis/apps/v1/namespaces/default/deployments" -d '{
+      "metadata": {"name": "probe"},
+      "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "probe"}},
+        "template": {"metadata": {"labels": {"app": "probe"}},
+          "spec": {"nodeName": "kwok-node-0",
+            "containers": [{"name": "probe", "image": "example.invalid/probe:1"}]}}}
+    }' >/dev/null
+  await_api "$dir" /apis/apps/v1/namespaces/default/deployments/probe '"readyReplicas": 1' \
+    "the controllers and kwok run a pod"
+  curl -s --cacert "$dir/ca.crt" -H "Authorization: Bearer $(cat "$dir/admin.token")" \
+    -H 'Content-Type: application/merge-patch+json' -X PATCH \
+    "$(cat "$dir/url")/apis/apps/v1/namespaces/default/deployments/probe/scale" \
+    -d '{"spec": {"replicas": 0}}' >/dev/null
+  await_api "$dir" /api/v1/namespaces/default/pods '"items": \[\]' "and delete it"
+}
+
 stop() {
   local dir=$1
+  stop_one "$dir" kwok
+  stop_one "$dir" controller-manager
   stop_one "$dir" apiserver
   stop_one "$dir" etcd
 }
@@ -288,5 +532,6 @@ case "${1:-}" in
   stop-apiserver) stop_one "${2:?usage: $0 stop-apiserver DIR}" apiserver ;;
   start-apiserver) launch_apiserver "${2:?usage: $0 start-apiserver DIR}" ;;
   compact-etcd) compact_etcd "${2:?usage: $0 compact-etcd DIR}" ;;
-  *) echo "usage: $0 build | start DIR | stop DIR | stop-apiserver DIR | start-apiserver DIR | compact-etcd DIR" >&2; exit 2 ;;
+  start-control-plane) start_control_plane "${2:?usage: $0 start-control-plane DIR}" ;;
+  *) echo "usage: $0 build | start DIR | start-control-plane DIR | stop DIR | stop-apiserver DIR | start-apiserver DIR | compact-etcd DIR" >&2; exit 2 ;;
 esac

@@ -108,6 +108,11 @@ pub struct Options {
     #[arg(long, value_enum, default_value = "endpoints", requires = "kubernetes")]
     pub forward_to: ForwardTo,
 
+    /// With --kubernetes: learn that a function became ready by polling the watches' store
+    /// only, not from their pushes (slower; to compare, or to rule pushes out)
+    #[arg(long, requires = "kubernetes")]
+    pub poll_only: bool,
+
     /// Namespace of functions named without one [default: local; openfaas-fn with
     /// --provider-url; default with --kubernetes]
     #[arg(long, value_name = "NS")]

@@ -167,7 +167,9 @@ impl Platform {
             .config(config(options, None))
             .activity_store(provider.clone())
             .build();
-        provider.push_readiness_to(scaler.readiness_notifier());
+        if !options.poll_only {
+            provider.push_readiness_to(scaler.readiness_notifier());
+        }
         Ok(Self {
             scaler,
             upstreams: Upstreams::Kubernetes {
