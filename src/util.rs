@@ -90,6 +90,7 @@ impl Backoff {
         }
     }
 
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     pub(crate) fn growing(first: Duration, cap: Duration) -> Self {
         Self {
             full_jitter: false,

@@ -11,7 +11,9 @@ use tower_scale_from_zero::providers::KubernetesProvider;
 use tower_scale_from_zero::providers::{OpenFaasProvider, ProcessProvider, TlsRoots};
 use tower_scale_from_zero::{FunctionId, FunctionScaler, ScalingConfig};
 
-use crate::cli::{ForwardTo, Options, Roots};
+#[cfg(feature = "kubernetes")]
+use crate::cli::ForwardTo;
+use crate::cli::{Options, Roots};
 use crate::functions::{self, FunctionDef};
 use crate::hello;
 

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use tower_layer::Layer;
 
+use super::pacing::{PacedRelease, Pacers};
 use super::service::{ScaleFromZero, Shared};
 use crate::extract::OpenFaasPath;
 use crate::{DefaultResponder, FunctionScaler};
@@ -36,6 +37,7 @@ pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
     responder: R,
     mark_cold_starts: bool,
     cold_start_header: Option<HeaderName>,
+    pacing: Option<Arc<Pacers>>,
 }
 
 impl ScaleFromZeroLayer {
@@ -48,6 +50,7 @@ impl ScaleFromZeroLayer {
             responder: DefaultResponder::new(),
             mark_cold_starts: false,
             cold_start_header: None,
+            pacing: None,
         }
     }
 }
@@ -61,6 +64,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             responder: self.responder,
             mark_cold_starts: self.mark_cold_starts,
             cold_start_header: self.cold_start_header,
+            pacing: self.pacing,
         }
     }
 
@@ -72,6 +76,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             responder,
             mark_cold_starts: self.mark_cold_starts,
             cold_start_header: self.cold_start_header,
+            pacing: self.pacing,
         }
     }
 
@@ -102,6 +107,23 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
         self
     }
 
+    /// Lets the requests held through a cold start reach the fresh replicas in a slow start
+    /// instead of all at once (see [`crate::middleware::pacing`]). Off by default. The
+    /// services of this layer (and their clones) share the windows.
+    ///
+    /// ```
+    /// # use tower_scale_from_zero::{FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+    /// # use tower_scale_from_zero::testing::InMemoryProvider;
+    /// use tower_scale_from_zero::middleware::PacedRelease;
+    /// # let scaler = FunctionScaler::new(InMemoryProvider::new(), ScalingConfig::default());
+    /// let layer = ScaleFromZeroLayer::new(scaler).paced_release(PacedRelease::new());
+    /// # let _ = layer;
+    /// ```
+    pub fn paced_release(mut self, pacing: PacedRelease) -> Self {
+        self.pacing = Some(Arc::new(Pacers::new(pacing)));
+        self
+    }
+
     /// The scaler the services of this layer share.
     pub fn scaler(&self) -> &FunctionScaler {
         &self.scaler
@@ -120,6 +142,7 @@ impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
                 responder: self.responder.clone(),
                 mark_cold_starts: self.mark_cold_starts,
                 cold_start_header: self.cold_start_header.clone(),
+                pacing: self.pacing.clone(),
             }),
         )
     }

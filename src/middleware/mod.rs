@@ -41,9 +41,11 @@
 mod cold_start;
 pub mod future;
 mod layer;
+pub mod pacing;
 mod service;
 
 pub use self::cold_start::ColdStart;
 pub use self::future::ResponseFuture;
 pub use self::layer::ScaleFromZeroLayer;
+pub use self::pacing::PacedRelease;
 pub use self::service::ScaleFromZero;

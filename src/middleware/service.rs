@@ -9,6 +9,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::future::{Cold, ResponseFuture};
+use super::pacing::{Outcome, Pacers};
 use super::ColdStart;
 use crate::activity::UpgradeActivity;
 use crate::body::ResponseBody;
@@ -30,6 +31,7 @@ pub(super) struct Shared<E, R> {
     pub(super) responder: R,
     pub(super) mark_cold_starts: bool,
     pub(super) cold_start_header: Option<http::HeaderName>,
+    pub(super) pacing: Option<Arc<Pacers>>,
 }
 
 impl<S> ScaleFromZero<S> {
@@ -43,6 +45,7 @@ impl<S> ScaleFromZero<S> {
                 responder: DefaultResponder::new(),
                 mark_cold_starts: false,
                 cold_start_header: None,
+                pacing: None,
             }),
         )
     }
@@ -173,6 +176,24 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                     if let Some(guard) = &guard {
                         UpgradeActivity::attach(&mut req, guard);
                     }
+                    // Held through a cold start, with pacing on: wait for room in the
+                    // function's release window, within the request's own deadline.
+                    let permit = match (&shared.pacing, released.cold_since) {
+                        (Some(pacers), Some(arrived)) => {
+                            let deadline = shared.scaler.config().readiness_deadline();
+                            let replicas = released.state.available_replicas;
+                            let at = arrived + deadline;
+                            match pacers.admit(&function, replicas, at).await {
+                                Some(permit) => Some(permit),
+                                None => {
+                                    let waited = arrived.elapsed();
+                                    let error = ScaleError::not_ready(function, waited, None);
+                                    return Cold::Respond(respond(&shared.responder, error));
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
                     // Only what the wait below needs is kept across it.
                     let cold_since = released
                         .cold_since
@@ -187,26 +208,34 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                         req.extensions_mut().insert(ColdStart::new(waited));
                     }
                     let header = shared.cold_start_header.as_ref().zip(waited);
-                    match header {
-                        None => Cold::Call(inner.call(req), guard),
-                        // The rare case: the call is wrapped (and boxed) to add the header,
-                        // so that neither warm futures nor this one grow for it.
-                        Some((name, waited)) => {
-                            let name = name.clone();
-                            let call = inner.call(req);
-                            Cold::Marked(
-                                Box::pin(async move {
-                                    let mut out = call.await;
-                                    if let Ok(response) = &mut out {
-                                        let ms = http::HeaderValue::from(waited.as_millis() as u64);
-                                        response.headers_mut().insert(name, ms);
-                                    }
-                                    out
-                                }),
-                                guard,
-                            )
-                        }
+                    if header.is_none() && permit.is_none() {
+                        return Cold::Call(inner.call(req), guard);
                     }
+                    // The rare cases: the call is wrapped (and boxed) to add the header or to
+                    // tell the release window how it went, so that neither warm futures nor
+                    // this one grow for them.
+                    let header = header.map(|(name, waited)| (name.clone(), waited));
+                    let call = inner.call(req);
+                    Cold::Marked(
+                        Box::pin(async move {
+                            let started = tokio::time::Instant::now();
+                            let mut out = call.await;
+                            if let Some(permit) = permit {
+                                permit.finish(match &out {
+                                    Ok(response) if !response.status().is_server_error() => {
+                                        Outcome::Answered(started.elapsed())
+                                    }
+                                    _ => Outcome::Failed,
+                                });
+                            }
+                            if let (Ok(response), Some((name, waited))) = (&mut out, header) {
+                                let ms = http::HeaderValue::from(waited.as_millis() as u64);
+                                response.headers_mut().insert(name, ms);
+                            }
+                            out
+                        }),
+                        guard,
+                    )
                 }
                 Err(err) => Cold::Respond(respond(&shared.responder, err)),
             }

@@ -157,19 +157,30 @@ async fn many_functions(plane: &ControlPlane) {
         .await;
     function(&admin, &ns, "warm", 1, process.port, Pods::default()).await;
     function(&admin, &few, "warm", 1, process.port, Pods::default()).await;
+    // Settled: every Deployment has its ReplicaSet, every Service its slice, and both warm
+    // functions a ready pod.
     let slices = Api::<EndpointSlice>::namespaced(admin.clone(), &ns);
+    let sets = Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(admin.clone(), &ns);
     let until = Instant::now() + Duration::from_secs(600);
     loop {
-        let n = slices
-            .list_metadata(&kube::api::ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len();
-        if n > MANY {
+        let listed = kube::api::ListParams::default();
+        let n = slices.list_metadata(&listed).await.unwrap().items.len();
+        let m = sets.list_metadata(&listed).await.unwrap().items.len();
+        let mut warm = 0;
+        for namespace in [&ns, &few] {
+            let d = Api::<Deployment>::namespaced(admin.clone(), namespace)
+                .get("warm")
+                .await
+                .unwrap();
+            warm += d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+        }
+        if n > MANY && m > MANY && warm == 2 {
             break;
         }
-        assert!(Instant::now() < until, "{n} slices after 10 min");
+        assert!(
+            Instant::now() < until,
+            "after 10 min: {n} slices, {m} ReplicaSets, {warm} warm"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(

@@ -9,6 +9,7 @@ mod composition;
 mod error_reporting;
 mod hostile_names;
 mod metrics;
+mod paced_release;
 mod tower_contract;
 mod tracing_spans;
 mod upstream_refused;

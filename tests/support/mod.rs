@@ -5,11 +5,13 @@
 //!   for behaviour tests on paused time;
 //! - [`runner`]: the runner of the `harness = false` binaries (libtest's command line, through
 //!   libtest-mimic), free ports, and the example gateways as processes;
-//! - [`faas_provider`]: a fake OpenFaaS provider on 127.0.0.1.
+//! - [`faas_provider`]: a fake OpenFaaS provider on 127.0.0.1;
+//! - [`fragile`]: a function of fixed capacity that refuses beyond it (paced release).
 #![allow(dead_code, unused_imports, unused_macros)]
 
 #[cfg(feature = "openfaas")]
 pub mod faas_provider;
+pub mod fragile;
 #[cfg(feature = "test-util")]
 pub mod harness;
 pub mod runner;
