@@ -3,6 +3,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use tower_layer::Layer;
 
+use super::clients::WaitingPage;
 use super::pacing::{PacedRelease, Pacers};
 use super::service::{ScaleFromZero, Shared};
 use crate::extract::OpenFaasPath;
@@ -38,6 +39,8 @@ pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
     mark_cold_starts: bool,
     cold_start_header: Option<HeaderName>,
     pacing: Option<Arc<Pacers>>,
+    waiting_page: Option<WaitingPage>,
+    grpc_statuses: bool,
 }
 
 impl ScaleFromZeroLayer {
@@ -51,6 +54,8 @@ impl ScaleFromZeroLayer {
             mark_cold_starts: false,
             cold_start_header: None,
             pacing: None,
+            waiting_page: None,
+            grpc_statuses: false,
         }
     }
 }
@@ -65,6 +70,8 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             mark_cold_starts: self.mark_cold_starts,
             cold_start_header: self.cold_start_header,
             pacing: self.pacing,
+            waiting_page: self.waiting_page,
+            grpc_statuses: self.grpc_statuses,
         }
     }
 
@@ -77,6 +84,8 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             mark_cold_starts: self.mark_cold_starts,
             cold_start_header: self.cold_start_header,
             pacing: self.pacing,
+            waiting_page: self.waiting_page,
+            grpc_statuses: self.grpc_statuses,
         }
     }
 
@@ -124,6 +133,33 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
         self
     }
 
+    /// Shows browsers a page that reloads itself while their function starts, instead of a
+    /// blank tab (see [`WaitingPage`]). Off by default: every request is held.
+    ///
+    /// ```
+    /// # use tower_scale_from_zero::{FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+    /// # use tower_scale_from_zero::testing::InMemoryProvider;
+    /// use tower_scale_from_zero::middleware::WaitingPage;
+    /// # let scaler = FunctionScaler::new(InMemoryProvider::new(), ScalingConfig::default());
+    /// let layer = ScaleFromZeroLayer::new(scaler).waiting_page(WaitingPage::new());
+    /// # let _ = layer;
+    /// ```
+    pub fn waiting_page(mut self, page: WaitingPage) -> Self {
+        self.waiting_page = Some(page);
+        self
+    }
+
+    /// Answers refused gRPC calls (`content-type: application/grpc*`) as gRPC does: HTTP 200
+    /// with `grpc-status` (`INVALID_ARGUMENT` for a bad name, `NOT_FOUND` for an unknown
+    /// function, `DEADLINE_EXCEEDED` past the readiness deadline, `UNAVAILABLE` otherwise)
+    /// and `grpc-message`, so gRPC clients see real codes instead of a transport error. Off
+    /// by default. The [`ScaleError`](crate::ScaleError) is still in the response's
+    /// extensions.
+    pub fn grpc_statuses(mut self, on: bool) -> Self {
+        self.grpc_statuses = on;
+        self
+    }
+
     /// The scaler the services of this layer share.
     pub fn scaler(&self) -> &FunctionScaler {
         &self.scaler
@@ -143,6 +179,8 @@ impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
                 mark_cold_starts: self.mark_cold_starts,
                 cold_start_header: self.cold_start_header.clone(),
                 pacing: self.pacing.clone(),
+                waiting_page: self.waiting_page.clone(),
+                grpc_statuses: self.grpc_statuses,
             }),
         )
     }

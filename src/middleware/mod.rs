@@ -38,12 +38,14 @@
 //! # assert!(!may_retry_refused_connection(&Request::new(())));
 //! ```
 
+pub mod clients;
 mod cold_start;
 pub mod future;
 mod layer;
 pub mod pacing;
 mod service;
 
+pub use self::clients::WaitingPage;
 pub use self::cold_start::ColdStart;
 pub use self::future::ResponseFuture;
 pub use self::layer::ScaleFromZeroLayer;

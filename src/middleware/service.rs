@@ -8,6 +8,7 @@ use http::{Request, Response};
 use tower::ServiceExt;
 use tower_service::Service;
 
+use super::clients::{self, WaitingPage};
 use super::future::{Cold, ResponseFuture};
 use super::pacing::{Outcome, Pacers};
 use super::ColdStart;
@@ -32,6 +33,8 @@ pub(super) struct Shared<E, R> {
     pub(super) mark_cold_starts: bool,
     pub(super) cold_start_header: Option<http::HeaderName>,
     pub(super) pacing: Option<Arc<Pacers>>,
+    pub(super) waiting_page: Option<WaitingPage>,
+    pub(super) grpc_statuses: bool,
 }
 
 impl<S> ScaleFromZero<S> {
@@ -46,6 +49,8 @@ impl<S> ScaleFromZero<S> {
                 mark_cold_starts: false,
                 cold_start_header: None,
                 pacing: None,
+                waiting_page: None,
+                grpc_statuses: false,
             }),
         )
     }
@@ -130,7 +135,10 @@ where
                         let function = shared.scaler.id_of(function);
                         return self.cold(function, req);
                     }
-                    Err(invalid) => return reject(&shared.responder, invalid),
+                    Err(invalid) => {
+                        let grpc = shared.grpc_statuses && clients::is_grpc(&req);
+                        return reject(&shared.responder, invalid, grpc);
+                    }
                 },
                 warm => warm,
             },
@@ -168,8 +176,27 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         drop(mem::replace(&mut self.inner, fresh));
         let mut inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
+        // What the kind of client asks for is read now: the request moves on when released.
+        let grpc = shared.grpc_statuses && clients::is_grpc(&req);
+        let page = shared
+            .waiting_page
+            .as_ref()
+            .is_some_and(|page| page.wants(&req));
         ResponseFuture::cold(Box::pin(async move {
-            match shared.scaler.ready(&function).await {
+            let ready = match shared.waiting_page.as_ref().filter(|_| page) {
+                None => shared.scaler.ready(&function).await,
+                // A browser: held for a moment like any request, then shown the page while
+                // the cold start goes on without it. Boxed, so that other held requests do
+                // not carry the timer.
+                Some(page) => {
+                    let held = tokio::time::timeout(page.delay(), shared.scaler.ready(&function));
+                    match Box::pin(held).await {
+                        Ok(ready) => ready,
+                        Err(_) => return Cold::Respond(page.render(&function)),
+                    }
+                }
+            };
+            match ready {
                 Ok(released) => {
                     let mut req = req;
                     let guard = released.guard;
@@ -183,12 +210,13 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                             let deadline = shared.scaler.config().readiness_deadline();
                             let replicas = released.state.available_replicas;
                             let at = arrived + deadline;
-                            match pacers.admit(&function, replicas, at).await {
+                            // Boxed: only paced requests carry the window's wait.
+                            match Box::pin(pacers.admit(&function, replicas, at)).await {
                                 Some(permit) => Some(permit),
                                 None => {
                                     let waited = arrived.elapsed();
                                     let error = ScaleError::not_ready(function, waited, None);
-                                    return Cold::Respond(respond(&shared.responder, error));
+                                    return Cold::Respond(respond(&shared.responder, error, grpc));
                                 }
                             }
                         }
@@ -237,7 +265,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                         guard,
                     )
                 }
-                Err(err) => Cold::Respond(respond(&shared.responder, err)),
+                Err(err) => Cold::Respond(respond(&shared.responder, err, grpc)),
             }
         }))
     }
@@ -248,14 +276,21 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
 fn reject<F: std::future::Future>(
     responder: &impl ErrorResponder,
     invalid: InvalidFunction,
+    grpc: bool,
 ) -> ResponseFuture<F> {
     tracing::debug!(error = %invalid, "refused request for an invalid function");
-    ResponseFuture::respond(respond(responder, invalid.into()))
+    ResponseFuture::respond(respond(responder, invalid.into(), grpc))
 }
 
-fn respond(responder: &impl ErrorResponder, error: ScaleError) -> Response<Bytes> {
+/// The refusal of `error`: by the responder, or as a gRPC status to a gRPC call (with gRPC
+/// statuses on).
+fn respond(responder: &impl ErrorResponder, error: ScaleError, grpc: bool) -> Response<Bytes> {
     crate::telemetry::refusal(error.status());
-    let mut response = responder.respond(&error);
+    let mut response = if grpc {
+        clients::grpc_response(&error)
+    } else {
+        responder.respond(&error)
+    };
     response.extensions_mut().insert(error);
     response
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clients;
 mod cold_start_header;
 mod composition;
 mod error_reporting;
