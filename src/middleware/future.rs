@@ -56,6 +56,8 @@ pub(super) enum Cold<F: Future> {
     Respond(Response<Bytes>),
     /// The inner service failed to become ready.
     Fail(F::Output),
+    /// Another wait, in a future of its own (a paced release's).
+    Again(BoxFuture<Cold<F>>),
 }
 
 impl<F: Future> ResponseFuture<F> {
@@ -126,6 +128,7 @@ where
                         return Poll::Ready(Ok(response.map(ResponseBody::full)))
                     }
                     Cold::Fail(out) => return Poll::Ready(out.map(|r| r.map(ResponseBody::inner))),
+                    Cold::Again(future) => state.set(State::Cold { future }),
                 },
                 StateProj::Respond { response } => {
                     let response = response.take().expect("polled after completion");

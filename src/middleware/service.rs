@@ -10,13 +10,13 @@ use tower_service::Service;
 
 use super::clients::{self, WaitingPage};
 use super::future::{Cold, ResponseFuture};
-use super::pacing::{Outcome, Pacers};
+use super::pacing::{Outcome, Pacers, Permit};
 use super::ColdStart;
 use crate::activity::UpgradeActivity;
 use crate::body::ResponseBody;
 use crate::extract::{ExtractFunction, OpenFaasPath};
 use crate::function::InvalidFunction;
-use crate::scaler::Warm;
+use crate::scaler::{ActivityGuard, Warm};
 use crate::{DefaultResponder, ErrorResponder, FunctionId, FunctionScaler, ScaleError};
 
 /// Holds requests for cold functions until a replica is ready; see [the module
@@ -174,7 +174,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         // request may wait for seconds. A clone is made ready again once the function is.
         let fresh = self.inner.clone();
         drop(mem::replace(&mut self.inner, fresh));
-        let mut inner = self.inner.clone();
+        let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         // What the kind of client asks for is read now: the request moves on when released.
         let grpc = shared.grpc_statuses && clients::is_grpc(&req);
@@ -182,93 +182,136 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
             .waiting_page
             .as_ref()
             .is_some_and(|page| page.wants(&req));
-        ResponseFuture::cold(Box::pin(async move {
-            let ready = match shared.waiting_page.as_ref().filter(|_| page) {
-                None => shared.scaler.ready(&function).await,
-                // A browser: held for a moment like any request, then shown the page while
-                // the cold start goes on without it. Boxed, so that other held requests do
-                // not carry the timer.
-                Some(page) => {
-                    let held = tokio::time::timeout(page.delay(), shared.scaler.ready(&function));
-                    match Box::pin(held).await {
-                        Ok(ready) => ready,
-                        Err(_) => return Cold::Respond(page.render(&function)),
-                    }
-                }
-            };
-            match ready {
-                Ok(released) => {
-                    let mut req = req;
-                    let guard = released.guard;
-                    if let Some(guard) = &guard {
-                        UpgradeActivity::attach(&mut req, guard);
-                    }
-                    // Held through a cold start, with pacing on: wait for room in the
-                    // function's release window, within the request's own deadline.
-                    let permit = match (&shared.pacing, released.cold_since) {
-                        (Some(pacers), Some(arrived)) => {
-                            let deadline = shared.scaler.config().readiness_deadline();
-                            let replicas = released.state.available_replicas;
-                            let at = arrived + deadline;
-                            // Boxed: only paced requests carry the window's wait.
-                            match Box::pin(pacers.admit(&function, replicas, at)).await {
-                                Some(permit) => Some(permit),
-                                None => {
-                                    let waited = arrived.elapsed();
-                                    let error = ScaleError::not_ready(function, waited, None);
-                                    return Cold::Respond(respond(&shared.responder, error, grpc));
+        // What happens once the wait is over, the same in both futures below (a macro: an
+        // awaited helper would give the held future a second copy of the request's slots).
+        macro_rules! released {
+            ($ready:expr) => {{
+                let ready = $ready;
+                match ready {
+                    Ok(released) => {
+                        let mut req = req;
+                        let guard = released.guard;
+                        if let Some(guard) = &guard {
+                            UpgradeActivity::attach(&mut req, guard);
+                        }
+                        match (&shared.pacing, released.cold_since) {
+                            // Held through a cold start, with pacing on: wait for room in the
+                            // function's release window, within the request's own deadline. A
+                            // future of its own, made at release: held requests do not carry it.
+                            (Some(pacers), Some(arrived)) => {
+                                let pacers = Arc::clone(pacers);
+                                let replicas = released.state.available_replicas;
+                                Cold::Again(Box::pin(async move {
+                                    let deadline = shared.scaler.config().readiness_deadline();
+                                    let Some(permit) =
+                                        pacers.admit(&function, replicas, arrived + deadline).await
+                                    else {
+                                        let waited = arrived.elapsed();
+                                        let error = ScaleError::not_ready(function, waited, None);
+                                        return Cold::Respond(respond(
+                                            &shared.responder,
+                                            error,
+                                            grpc,
+                                        ));
+                                    };
+                                    let mut inner = inner;
+                                    match inner.ready().await {
+                                        Ok(inner) => call(
+                                            &shared,
+                                            inner,
+                                            req,
+                                            guard,
+                                            Some(arrived),
+                                            Some(permit),
+                                        ),
+                                        Err(err) => Cold::Fail(Err(err)),
+                                    }
+                                }))
+                            }
+                            _ => {
+                                // Only what the wait below needs is kept across it.
+                                let cold_since = released.cold_since.filter(|_| {
+                                    shared.mark_cold_starts || shared.cold_start_header.is_some()
+                                });
+                                let mut inner = inner;
+                                match inner.ready().await {
+                                    Ok(inner) => call(&shared, inner, req, guard, cold_since, None),
+                                    Err(err) => Cold::Fail(Err(err)),
                                 }
                             }
                         }
-                        _ => None,
-                    };
-                    // Only what the wait below needs is kept across it.
-                    let cold_since = released
-                        .cold_since
-                        .filter(|_| shared.mark_cold_starts || shared.cold_start_header.is_some());
-                    let inner = match inner.ready().await {
-                        Ok(inner) => inner,
-                        Err(err) => return Cold::Fail(Err(err)),
-                    };
-                    // A clock read only when someone wants to know.
-                    let waited = cold_since.map(|since| since.elapsed());
-                    if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
-                        req.extensions_mut().insert(ColdStart::new(waited));
                     }
-                    let header = shared.cold_start_header.as_ref().zip(waited);
-                    if header.is_none() && permit.is_none() {
-                        return Cold::Call(inner.call(req), guard);
-                    }
-                    // The rare cases: the call is wrapped (and boxed) to add the header or to
-                    // tell the release window how it went, so that neither warm futures nor
-                    // this one grow for them.
-                    let header = header.map(|(name, waited)| (name.clone(), waited));
-                    let call = inner.call(req);
-                    Cold::Marked(
-                        Box::pin(async move {
-                            let started = tokio::time::Instant::now();
-                            let mut out = call.await;
-                            if let Some(permit) = permit {
-                                permit.finish(match &out {
-                                    Ok(response) if !response.status().is_server_error() => {
-                                        Outcome::Answered(started.elapsed())
-                                    }
-                                    _ => Outcome::Failed,
-                                });
-                            }
-                            if let (Ok(response), Some((name, waited))) = (&mut out, header) {
-                                let ms = http::HeaderValue::from(waited.as_millis() as u64);
-                                response.headers_mut().insert(name, ms);
-                            }
-                            out
-                        }),
-                        guard,
-                    )
+                    Err(err) => Cold::Respond(respond(&shared.responder, err, grpc)),
                 }
-                Err(err) => Cold::Respond(respond(&shared.responder, err, grpc)),
-            }
+            }};
+        }
+        if let Some(page) = shared.waiting_page.clone().filter(|_| page) {
+            // A browser: held for a moment like any request, then shown the page while the
+            // cold start goes on without it. A future of its own: other held requests do not
+            // carry its timer.
+            return ResponseFuture::cold(Box::pin(async move {
+                let held = tokio::time::timeout(page.delay(), shared.scaler.ready(&function));
+                match held.await {
+                    Ok(ready) => released!(ready),
+                    Err(_) => Cold::Respond(page.render(&function)),
+                }
+            }));
+        }
+        ResponseFuture::cold(Box::pin(async move {
+            released!(shared.scaler.ready(&function).await)
         }))
     }
+}
+
+/// Calls the inner service (ready) with a released request: the cold-start mark and header,
+/// and the call, wrapped (and boxed) only to add the header or to tell the release window how
+/// it went, so that neither warm futures nor plain cold ones grow for them.
+fn call<S, E, R, ReqBody, ResBody>(
+    shared: &Shared<E, R>,
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+    guard: Option<ActivityGuard>,
+    cold_since: Option<tokio::time::Instant>,
+    permit: Option<Permit>,
+) -> Cold<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    // A clock read only when someone wants to know.
+    let waited = cold_since
+        .filter(|_| shared.mark_cold_starts || shared.cold_start_header.is_some())
+        .map(|since| since.elapsed());
+    if let Some(waited) = waited.filter(|_| shared.mark_cold_starts) {
+        req.extensions_mut().insert(ColdStart::new(waited));
+    }
+    let header = shared.cold_start_header.as_ref().zip(waited);
+    if header.is_none() && permit.is_none() {
+        return Cold::Call(inner.call(req), guard);
+    }
+    let header = header.map(|(name, waited)| (name.clone(), waited));
+    let call = inner.call(req);
+    Cold::Marked(
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let mut out = call.await;
+            if let Some(permit) = permit {
+                permit.finish(match &out {
+                    Ok(response) if !response.status().is_server_error() => {
+                        Outcome::Answered(started.elapsed())
+                    }
+                    _ => Outcome::Failed,
+                });
+            }
+            if let (Ok(response), Some((name, waited))) = (&mut out, header) {
+                let ms = http::HeaderValue::from(waited.as_millis() as u64);
+                response.headers_mut().insert(name, ms);
+            }
+            out
+        }),
+        guard,
+    )
 }
 
 #[cold]
