@@ -30,6 +30,8 @@ pub struct ScalingConfig {
     max_scale_attempts: u32,
     max_held_per_function: usize,
     max_held_total: usize,
+    max_held_bytes_per_function: usize,
+    max_held_bytes_total: usize,
     not_found_ttl: Duration,
     not_found_capacity: usize,
     retry_after: Duration,
@@ -53,6 +55,8 @@ impl Default for ScalingConfig {
             max_scale_attempts: 20,
             max_held_per_function: 10_000,
             max_held_total: 50_000,
+            max_held_bytes_per_function: 64 << 20,
+            max_held_bytes_total: 256 << 20,
             not_found_ttl: Duration::from_secs(1),
             not_found_capacity: 10_000,
             retry_after: Duration::from_secs(1),
@@ -90,6 +94,8 @@ getters! {
     max_scale_attempts: u32,
     max_held_per_function: usize,
     max_held_total: usize,
+    max_held_bytes_per_function: usize,
+    max_held_bytes_total: usize,
     not_found_ttl: Duration,
     not_found_capacity: usize,
     retry_after: Duration,
@@ -203,6 +209,22 @@ impl ScalingConfigBuilder {
     /// Default 50 000. Panics on zero.
     pub fn max_held_total(mut self, limit: usize) -> Self {
         self.config.max_held_total = nonzero("max_held_total", limit);
+        self
+    }
+
+    /// How many bytes the requests waiting for one function may keep, all together (see
+    /// [`held_bytes`](crate::middleware::held_bytes): a request's head and the layer's share;
+    /// bodies are never buffered). Beyond it, 503 + `Retry-After`. Default 64 MiB. Panics on
+    /// zero.
+    pub fn max_held_bytes_per_function(mut self, limit: usize) -> Self {
+        self.config.max_held_bytes_per_function = nonzero("max_held_bytes_per_function", limit);
+        self
+    }
+
+    /// How many bytes the requests waiting for cold functions may keep, all together.
+    /// Default 256 MiB. Panics on zero.
+    pub fn max_held_bytes_total(mut self, limit: usize) -> Self {
+        self.config.max_held_bytes_total = nonzero("max_held_bytes_total", limit);
         self
     }
 

@@ -51,3 +51,45 @@ pub use self::future::ResponseFuture;
 pub use self::layer::ScaleFromZeroLayer;
 pub use self::pacing::PacedRelease;
 pub use self::service::ScaleFromZero;
+
+/// What the layer itself keeps for each held request, beyond the request: its boxed wait,
+/// the waiter's bookkeeping and the deadline entry (`benches/held_memory.rs` measures 257
+/// bytes; rounded up).
+pub const HELD_OVERHEAD: usize = 320;
+
+/// What holding `req` keeps, in bytes, as counted against
+/// [`max_held_bytes_per_function`](crate::config::ScalingConfigBuilder::max_held_bytes_per_function)
+/// and [`max_held_bytes_total`](crate::config::ScalingConfigBuilder::max_held_bytes_total):
+/// [`HELD_OVERHEAD`], the `Request` itself, its URI, each header's name and value (and 32
+/// bytes of the map's own per entry), and 32 bytes per extension (their sizes are not
+/// known). The body is never buffered by the layer: it stays with the connection and is
+/// not counted.
+///
+/// ```
+/// use tower_scale_from_zero::middleware::{held_bytes, HELD_OVERHEAD};
+///
+/// let small = http::Request::get("/function/f").body(()).unwrap();
+/// let large = http::Request::get("/function/f")
+///     .header("cookie", "x".repeat(4096))
+///     .body(())
+///     .unwrap();
+/// assert!(held_bytes(&small) > HELD_OVERHEAD);
+/// assert!(held_bytes(&large) > held_bytes(&small) + 4096);
+/// ```
+pub fn held_bytes<B>(req: &http::Request<B>) -> usize {
+    const PER_ENTRY: usize = 32;
+    let uri = req.uri();
+    let uri_bytes = uri.scheme_str().map_or(0, str::len)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + PER_ENTRY)
+        .sum();
+    HELD_OVERHEAD
+        + std::mem::size_of::<http::Request<B>>()
+        + uri_bytes
+        + headers
+        + req.extensions().len() * PER_ENTRY
+}

@@ -178,6 +178,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let shared = Arc::clone(&self.shared);
         // What the kind of client asks for is read now: the request moves on when released.
         let grpc = shared.grpc_statuses && clients::is_grpc(&req);
+        let weight = super::held_bytes(&req);
         let page = shared
             .waiting_page
             .as_ref()
@@ -250,7 +251,8 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
             // cold start goes on without it. A future of its own: other held requests do not
             // carry its timer.
             return ResponseFuture::cold(Box::pin(async move {
-                let held = tokio::time::timeout(page.delay(), shared.scaler.ready(&function));
+                let held =
+                    tokio::time::timeout(page.delay(), shared.scaler.ready(&function, weight));
                 match held.await {
                     Ok(ready) => released!(ready),
                     Err(_) => Cold::Respond(page.render(&function)),
@@ -258,7 +260,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
             }));
         }
         ResponseFuture::cold(Box::pin(async move {
-            released!(shared.scaler.ready(&function).await)
+            released!(shared.scaler.ready(&function, weight).await)
         }))
     }
 }

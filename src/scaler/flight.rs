@@ -66,6 +66,8 @@ pub(crate) struct Flight {
     /// one has: a flight whose every waiter was refused must not touch the platform.
     admitted: AtomicUsize,
     admission: Notify,
+    /// Bytes its admitted waiters keep, under the per-function byte limit.
+    held_bytes: AtomicUsize,
     held: Held,
     last_error: Mutex<Option<QueryError>>,
     /// The flight's span: the flight runs in it, and its waiters' spans follow from it.
@@ -120,6 +122,19 @@ impl Flight {
         if self.admitted.fetch_add(1, Ordering::AcqRel) == 0 {
             self.admission.notify_waiters();
         }
+    }
+
+    /// Room for `bytes` more under `limit`, if there is.
+    pub(crate) fn take_bytes(&self, bytes: usize, limit: usize) -> bool {
+        self.held_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= limit)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn give_bytes(&self, bytes: usize) {
+        self.held_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// An admitted waiter leaves.

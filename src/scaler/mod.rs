@@ -187,7 +187,7 @@ impl FunctionScaler {
     /// returned future frees everything it took at once.
     pub async fn scale(&self, function: &FunctionId) -> Result<ServiceQueryResponse, ScaleError> {
         self.lifecycle
-            .ready(function)
+            .ready(function, crate::middleware::HELD_OVERHEAD)
             .await
             .map(|released| released.state)
     }
@@ -298,8 +298,14 @@ impl FunctionScaler {
     /// [`scale`](Self::scale), also saying since when the request waited if a cold start
     /// happened (for the middleware's [`ColdStart`](crate::middleware::ColdStart) mark) and
     /// handing over its activity guard.
-    pub(crate) async fn ready(&self, function: &FunctionId) -> Result<Released, ScaleError> {
-        self.lifecycle.ready(function).await
+    /// `bytes`: what the request keeps while it waits (see
+    /// [`held_bytes`](crate::middleware::held_bytes)).
+    pub(crate) async fn ready(
+        &self,
+        function: &FunctionId,
+        bytes: usize,
+    ) -> Result<Released, ScaleError> {
+        self.lifecycle.ready(function, bytes).await
     }
 }
 

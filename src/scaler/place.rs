@@ -1,4 +1,5 @@
-//! [`Place`]: one place under a counted limit (a hold queue, the provider-call queue).
+//! [`Place`]: one place under a counted limit (a hold queue, the provider-call queue);
+//! [`Places`]: several (the bytes a held request keeps).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,5 +21,26 @@ impl<'a> Place<'a> {
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `n` units under a limit (bytes), given back on drop.
+pub(super) struct Places<'a>(&'a AtomicUsize, usize);
+
+impl<'a> Places<'a> {
+    /// `n` units, if `n` more stay within `limit`.
+    pub(super) fn take(count: &'a AtomicUsize, n: usize, limit: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|&total| total <= limit)
+            })
+            .ok()
+            .map(|_| Self(count, n))
+    }
+}
+
+impl Drop for Places<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }

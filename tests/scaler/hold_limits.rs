@@ -118,3 +118,84 @@ async fn a_warm_function_is_never_refused_because_other_cold_starts_fill_the_tot
     }
     assert_eq!(h.scaler.stats().held, 0);
 }
+
+/// `GET path` with a 4 KiB cookie, through the harness's gateway.
+fn heavy(h: &Harness, path: &str) -> impl std::future::Future<Output = common::Reply> + Send {
+    let gateway = h.gateway.clone();
+    let req = http::Request::get(path)
+        .header("cookie", "c".repeat(4 << 10))
+        .body(String::new())
+        .unwrap();
+    async move {
+        use tower::ServiceExt;
+        common::Reply::from(gateway.oneshot(req).await.unwrap()).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn holds_are_bounded_in_bytes_per_function_and_the_bytes_come_back() {
+    let probe = http::Request::get("/function/echo")
+        .header("cookie", "c".repeat(4 << 10))
+        .body(String::new())
+        .unwrap();
+    let each = tower_scale_from_zero::middleware::held_bytes(&probe);
+    assert!(each > 4 << 10, "the head is counted: {each}");
+    // Room for 5 such requests per function, far more by count.
+    let config = ScalingConfig::builder()
+        .max_held_bytes_per_function(5 * each + each / 2)
+        .max_held_bytes_total(6 * each + each / 2)
+        .build();
+    let h = Harness::new(config)
+        .with_function("echo", FakeFunction::new().startup_delay(ms(1_000)))
+        .with_function("other", FakeFunction::new().startup_delay(ms(1_000)));
+    let held: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(heavy(&h, "/function/echo")))
+        .collect();
+    tokio::time::sleep(ms(10)).await;
+    let refused = heavy(&h, "/function/echo").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers[RETRY_AFTER], "1");
+    assert!(
+        refused.body.contains("per-function bytes"),
+        "{}",
+        refused.body
+    );
+    // A light request still fits in what is left.
+    let light = tokio::spawn(h.get("/function/echo"));
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(h.scaler.stats().function(&id("echo")).held, 6);
+    for request in held {
+        assert_eq!(request.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(light.await.unwrap().status, StatusCode::OK);
+    // Everything given back: under the total limit, another function holds as many again.
+    let again: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(heavy(&h, "/function/other")))
+        .collect();
+    for request in again {
+        assert_eq!(request.await.unwrap().status, StatusCode::OK);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_byte_limit_bounds_all_functions_together() {
+    let probe = http::Request::get("/function/a")
+        .header("cookie", "c".repeat(4 << 10))
+        .body(String::new())
+        .unwrap();
+    let each = tower_scale_from_zero::middleware::held_bytes(&probe);
+    let config = ScalingConfig::builder()
+        .max_held_bytes_total(2 * each + each / 2)
+        .build();
+    let h = Harness::new(config)
+        .with_function("a", FakeFunction::new().startup_delay(ms(500)))
+        .with_function("b", FakeFunction::new().startup_delay(ms(500)));
+    let a = tokio::spawn(heavy(&h, "/function/a"));
+    let b = tokio::spawn(heavy(&h, "/function/b"));
+    tokio::time::sleep(ms(10)).await;
+    let refused = heavy(&h, "/function/b").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.body.contains("total bytes"), "{}", refused.body);
+    assert_eq!(a.await.unwrap().status, StatusCode::OK);
+    assert_eq!(b.await.unwrap().status, StatusCode::OK);
+}

@@ -87,6 +87,8 @@ pub(crate) struct Lifecycle {
     pub(crate) flights: SingleFlight<FunctionId, Outcome, Flight>,
     /// Requests waiting for cold functions, all together.
     pub(crate) held: AtomicUsize,
+    /// The bytes they keep, all together.
+    pub(crate) held_bytes: AtomicUsize,
     pub(crate) calls: ProviderCalls,
     /// Scale to zero on: requests in flight are counted and idle functions scaled down.
     pub(crate) tracking: bool,
@@ -112,6 +114,7 @@ impl Lifecycle {
             gone: TtlMap::new(config.not_found_ttl(), config.not_found_capacity()),
             flights: SingleFlight::new(),
             held: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
             calls: ProviderCalls::new(&config),
             tracking: config.scale_to_zero(),
             activity_store,

@@ -164,6 +164,7 @@ impl Lifecycle {
     pub(crate) async fn ready(
         self: &Arc<Self>,
         function: &FunctionId,
+        bytes: usize,
     ) -> Result<Released, ScaleError> {
         let config = &self.config;
         // A block, so that none of this is kept in the future's state while it waits.
@@ -220,7 +221,7 @@ impl Lifecycle {
             }
             let waited = {
                 // Polled in place (no nested future): this state lives in every held request.
-                let mut waiter = Waiter::new(self, &arrival);
+                let mut waiter = Waiter::new(self, &arrival, bytes);
                 std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await
             };
             match waited {

@@ -17,7 +17,7 @@ pub(crate) use self::deadlines::Deadlines;
 use self::deadlines::Ticket;
 use super::flight::{Flight, Outcome};
 use super::lifecycle::Lifecycle;
-use super::place::Place;
+use super::place::{Place, Places};
 use crate::single_flight::FlightError;
 use crate::util::far_instant;
 use crate::{FunctionId, QueryError, ScaleError};
@@ -44,18 +44,21 @@ pub(crate) struct Waiter<'a> {
     flight: Option<Arc<Flight>>,
     ticket: Option<Ticket>,
     place: Option<Place<'a>>,
+    /// What the request keeps, in bytes: counted under both byte limits while it has a place.
+    bytes: usize,
     /// The flight ended: its deadline queue went with it, so there is nothing to cancel.
     flight_ended: bool,
 }
 
 impl<'a> Waiter<'a> {
-    pub(crate) fn new(lifecycle: &'a Lifecycle, arrival: &'a Instant) -> Self {
+    pub(crate) fn new(lifecycle: &'a Lifecycle, arrival: &'a Instant, bytes: usize) -> Self {
         Self {
             lifecycle,
             arrival,
             flight: None,
             ticket: None,
             place: None,
+            bytes,
             flight_ended: false,
         }
     }
@@ -113,20 +116,29 @@ impl<'a> Waiter<'a> {
                     config.retry_after(),
                 )));
             }
-            match Place::take(&lifecycle.held, config.max_held_total()) {
-                Some(place) => {
-                    self.place = Some(place);
-                    flight.admit();
-                }
-                None => {
-                    return Poll::Ready(Waited::Refused(ScaleError::overloaded(
-                        function.clone(),
-                        "total",
-                        config.max_held_total(),
-                        config.retry_after(),
-                    )))
-                }
+            let refused = |scope, limit| {
+                Poll::Ready(Waited::Refused(ScaleError::overloaded(
+                    function.clone(),
+                    scope,
+                    limit,
+                    config.retry_after(),
+                )))
+            };
+            let Some(place) = Place::take(&lifecycle.held, config.max_held_total()) else {
+                return refused("total", config.max_held_total());
+            };
+            let limit = config.max_held_bytes_total();
+            let Some(bytes) = Places::take(&lifecycle.held_bytes, self.bytes, limit) else {
+                return refused("total bytes", limit);
+            };
+            let limit = config.max_held_bytes_per_function();
+            if !flight.take_bytes(self.bytes, limit) {
+                return refused("per-function bytes", limit);
             }
+            self.place = Some(place);
+            // Given back with the place (in `drop`).
+            std::mem::forget(bytes);
+            flight.admit();
         }
         Poll::Pending
     }
@@ -147,6 +159,10 @@ impl Drop for Waiter<'_> {
             }
         }
         if self.place.is_some() {
+            self.lifecycle
+                .held_bytes
+                .fetch_sub(self.bytes, Ordering::AcqRel);
+            flight.give_bytes(self.bytes);
             flight.leave();
         }
     }
