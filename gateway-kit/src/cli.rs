@@ -132,6 +132,22 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     pub drain_budget: Duration,
 
+    /// Browsers (GET, Accept: text/html) asking for a function still cold after a second get
+    /// a page that reloads itself until the function answers
+    #[arg(long)]
+    pub waiting_page: bool,
+
+    /// The waiting page's HTML ({function} and {refresh} are filled in); implies
+    /// --waiting-page
+    #[arg(long, value_name = "PATH")]
+    pub waiting_page_template: Option<PathBuf>,
+
+    /// Requests held through a cold start reach the fresh replicas in a slow start (4 in
+    /// flight per replica, growing while responses stay fast and succeed) instead of all at
+    /// once
+    #[arg(long)]
+    pub paced_release: bool,
+
     /// A proxy whose X-Forwarded-For/-Proto/-Host are kept and extended (repeatable); from
     /// any other client they are replaced
     #[arg(long = "trusted-proxy", value_name = "IP")]

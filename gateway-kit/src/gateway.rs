@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath};
-use tower_scale_from_zero::middleware::ColdStart;
+use tower_scale_from_zero::middleware::{ColdStart, PacedRelease, WaitingPage};
 use tower_scale_from_zero::{DefaultResponder, FunctionScaler, ScaleFromZeroLayer};
 
 use crate::cli::Options;
@@ -21,6 +21,7 @@ use crate::proxy::{text, BoxError, Forward, Proxy, ProxyBody};
 pub struct Gateway {
     platform: Platform,
     extractor: OpenFaasPath,
+    layer: ScaleFromZeroLayer<OpenFaasPath>,
     proxy: Proxy,
     deadline: Duration,
     drain_budget: Duration,
@@ -30,17 +31,46 @@ pub struct Gateway {
 impl Gateway {
     /// The gateway `options` describe, with the process-wide Prometheus recorder.
     pub async fn from_options(options: &Options) -> Result<Self, String> {
+        // A template that cannot be read stops the gateway before anything starts.
+        let template = match &options.waiting_page_template {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("--waiting-page-template {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
         let platform = Platform::from_options(options).await?;
         let tls = platform::tls_config(options.tls_roots, options.provider_ca_file.as_deref())?;
         let proxy = Proxy::new(tls, options.trusted_proxies.clone());
-        Ok(Self::new(platform, proxy, options).with_metrics(crate::metrics::install()))
+        let mut gateway = Self::new(platform, proxy, options);
+        if let Some(template) = template {
+            gateway.layer = gateway
+                .layer
+                .waiting_page(WaitingPage::new().template(template));
+        }
+        Ok(gateway.with_metrics(crate::metrics::install()))
     }
 
     /// A gateway over `platform` (benchmarks build their own).
     pub fn new(platform: Platform, proxy: Proxy, options: &Options) -> Self {
+        let extractor = OpenFaasPath::new().default_namespace(options.namespace().to_owned());
+        // Built once: the services of every connection share its release windows.
+        let local = matches!(platform.upstreams, Upstreams::Local(_));
+        let mut layer = ScaleFromZeroLayer::new(platform.scaler.clone())
+            .extractor(extractor.clone())
+            .mark_cold_starts(true)
+            .responder(DefaultResponder::new().expose_provider_errors(local))
+            .grpc_statuses(true);
+        if options.waiting_page || options.waiting_page_template.is_some() {
+            layer = layer.waiting_page(WaitingPage::new());
+        }
+        if options.paced_release {
+            layer = layer.paced_release(PacedRelease::new());
+        }
         Self {
             platform,
-            extractor: OpenFaasPath::new().default_namespace(options.namespace().to_owned()),
+            extractor,
+            layer,
             proxy,
             deadline: options.deadline,
             drain_budget: options.drain_budget,
@@ -57,13 +87,10 @@ impl Gateway {
     /// The scale-from-zero layer: held requests are marked, so their first forward may retry
     /// a refused connection. With local processes, a 502 shows the provider's own text (the
     /// spawn error, the exit status): the functions are the user's own commands. In front of a
-    /// platform that text stays in the logs.
+    /// platform that text stays in the logs. Refused gRPC calls get gRPC statuses; the waiting
+    /// page and paced release as the options say.
     pub fn layer(&self) -> ScaleFromZeroLayer<OpenFaasPath> {
-        let local = matches!(self.platform.upstreams, Upstreams::Local(_));
-        ScaleFromZeroLayer::new(self.platform.scaler.clone())
-            .extractor(self.extractor.clone())
-            .mark_cold_starts(true)
-            .responder(DefaultResponder::new().expose_provider_errors(local))
+        self.layer.clone()
     }
 
     /// Whether the gateway can serve (see [`Platform::is_ready`]).

@@ -1,5 +1,7 @@
-//! A streaming HTTP/1.1 reverse proxy: neither body is collected; hop-by-hop headers are
-//! removed; `X-Forwarded-For`, `-Proto` and `-Host` are set (a client's own are replaced
+//! A streaming HTTP/1.1 and HTTP/2 reverse proxy: a request goes upstream in the version it
+//! came in (HTTP/2 to an `http` upstream is h2c with prior knowledge, to an `https` one is
+//! negotiated with ALPN), so gRPC passes through; neither body is collected, and trailers
+//! pass with the body; hop-by-hop headers are removed (`TE: trailers` is kept for HTTP/2); `X-Forwarded-For`, `-Proto` and `-Host` are set (a client's own are replaced
 //! unless it is a trusted proxy); bodies of any method keep their framing (a chunked `GET`
 //! keeps its body); upgrades (WebSocket) pass through; a refused first connection after a
 //! cold start is retried when the request can be sent again.
@@ -39,10 +41,12 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The proxy: a pooled keep-alive client (http and https) and who is trusted.
+/// The proxy: pooled keep-alive clients (http and https; HTTP/1.1 and HTTP/2) and who is
+/// trusted.
 #[derive(Clone, Debug)]
 pub struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, ProxyBody>,
+    h2: Client<HttpsConnector<HttpConnector>, ProxyBody>,
     trusted: Arc<[IpAddr]>,
 }
 
@@ -109,15 +113,25 @@ impl Proxy {
     /// the `trusted` addresses are kept and extended.
     pub fn new(tls: rustls::ClientConfig, trusted: Vec<IpAddr>) -> Self {
         let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        let h2_connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http2()
+            .build();
+        let h2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(h2_connector);
         Self {
             client,
+            h2,
             trusted: trusted.into(),
         }
     }
@@ -138,10 +152,19 @@ impl Proxy {
         // With scale to zero on: the function stays active while the upgraded connection lives.
         let activity = req.extensions_mut().remove::<UpgradeActivity>();
         let (parts, body) = req.into_parts();
+        let h2 = parts.version == Version::HTTP_2;
         let mut headers = parts.headers;
         let has_body = !body.is_end_stream();
         let framed = headers.contains_key(header::CONTENT_LENGTH);
+        // gRPC asks for trailers with `TE: trailers`, the one TE HTTP/2 allows.
+        let te_trailers = h2
+            && headers
+                .get(header::TE)
+                .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         remove_hop_by_hop(&mut headers);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         self.set_forwarded(&mut headers, forward.peer);
         headers.remove(header::HOST); // the client sets it from the URI
                                       // Only the client's side of the upgrade is kept past here; the protocol goes on.
@@ -150,7 +173,7 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol);
             on_upgrade
         });
-        if has_body && !framed {
+        if has_body && !framed && !h2 {
             // Without this, hyper sends a GET's body of unknown length as no body at all.
             headers.insert(
                 header::TRANSFER_ENCODING,
@@ -161,7 +184,11 @@ impl Proxy {
             let mut head = Request::new(());
             *head.method_mut() = parts.method.clone();
             *head.uri_mut() = forward.upstream.clone();
-            *head.version_mut() = Version::HTTP_11;
+            *head.version_mut() = if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
             *head.headers_mut() = headers;
             head
         };
@@ -172,9 +199,10 @@ impl Proxy {
         } else {
             &[]
         };
+        let client = if h2 { &self.h2 } else { &self.client };
         for pause in pauses {
             let attempt = head(headers.clone()).map(|()| empty());
-            match self.client.request(attempt).await {
+            match client.request(attempt).await {
                 Err(err) if is_refused(&err) => {
                     tracing::debug!(upstream = %forward.upstream, "refused; trying again");
                     tokio::time::sleep(*pause).await;
@@ -183,7 +211,7 @@ impl Proxy {
             }
         }
         let body = body.map_err(Into::into).boxed_unsync();
-        let outcome = self.client.request(head(headers).map(|()| body)).await;
+        let outcome = client.request(head(headers).map(|()| body)).await;
         finish(outcome, &forward.upstream, upgrade, activity)
     }
 

@@ -10,6 +10,7 @@
 mod support;
 
 mod forwarding;
+mod grpc;
 
 use support::{faas_provider, runner};
 
@@ -897,11 +898,11 @@ async fn answer(
 }
 
 fn main() {
-    if gateway_kit::hello::run_if_asked() || function_mode() {
+    if gateway_kit::hello::run_if_asked() || function_mode() || grpc::grpc_function_mode() {
         return;
     }
     // Streaming first: it reads the gateway's peak memory.
-    let tests: [runner::Test; 21] = runner::tests![
+    let tests: [runner::Test; 25] = runner::tests![
         forwarding::the_first_forward_after_a_cold_start_is_retried_until_the_port_opens,
         forwarding::a_request_with_a_body_is_never_retried_and_a_refusal_evicts_the_function,
         a_large_request_body_streams_through_without_being_buffered,
@@ -923,6 +924,10 @@ fn main() {
         an_idle_function_is_stopped_and_started_again,
         dot_segments_after_the_function_name_are_refused_before_forwarding,
         the_readme_lists_every_option_as_help_does,
+        grpc::a_grpc_call_is_held_through_a_cold_start_and_its_trailers_come_back,
+        grpc::the_hyper_gateway_passes_grpc_through_a_cold_start_too,
+        grpc::a_server_stream_open_across_the_idle_period_keeps_the_function_up,
+        grpc::refused_grpc_calls_get_grpc_status_codes_through_the_gateway,
     ];
     runner::main(&tests, Duration::from_secs(60));
 }
