@@ -7,66 +7,17 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use crate::cluster::*;
+use crate::support::netns;
 
 /// The pod addresses kwok hands out (`start-control-plane`), all on `lo` in here.
 pub(crate) const POD_CIDR: &str = "10.244.0.0/16";
-/// Set in the copy of this binary that runs inside the private network namespace.
-const INSIDE: &str = "TSFZ_CONTROL_PLANE_NETNS";
-
-/// Runs this binary again inside a network namespace of its own (`unshare --net`), with only
-/// `lo` in it, up, and the pod CIDR on it; returns `None` in that copy, and the copy's exit
-/// status in this one. Nothing sent in there can leave it: pod addresses reach the function
-/// processes listening on `0.0.0.0` in here and nothing else.
+/// Runs this binary again inside a network namespace of its own with the pod CIDR on `lo`
+/// (see [`netns::in_private_network`]); `None` in that copy.
 pub(crate) fn in_private_network() -> Option<ExitCode> {
-    if std::env::var_os(INSIDE).is_some() {
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["addr", "add", "10.244.0.1/16", "dev", "lo"],
-        ] {
-            let status = Command::new("ip")
-                .args(args)
-                .status()
-                .expect("`ip` (iproute2) sets up the private network's lo");
-            assert!(status.success(), "ip {args:?}: {status}");
-        }
-        assert_private_network();
-        return None;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .arg("--net")
-        .arg("--")
-        .arg(exe)
-        .args(std::env::args_os().skip(1))
-        .env(INSIDE, "1")
-        .status()
-        .expect("`unshare` (util-linux) runs this binary in a network namespace of its own");
-    if !status.success() && status.code().is_none() {
-        eprintln!("the control-plane tests ended with {status}");
-    }
-    Some(ExitCode::from(
-        status.code().unwrap_or(1).clamp(0, 255) as u8
-    ))
+    netns::in_private_network(&["10.244.0.1/16"])
 }
 
-/// Fails unless this process is in a network namespace whose only interface is `lo`: the
-/// check before anything is sent to a pod address (outside 127.0.0.0/8).
-pub(crate) fn assert_private_network() {
-    // This process's network namespace's interfaces (`/sys/class/net` shows those of the
-    // namespace sysfs was mounted in).
-    let interfaces: Vec<String> = std::fs::read_to_string("/proc/self/net/dev")
-        .expect("/proc/self/net/dev lists the interfaces")
-        .lines()
-        .skip(2)
-        .filter_map(|line| line.split(':').next())
-        .map(|name| name.trim().to_string())
-        .collect();
-    assert_eq!(
-        interfaces,
-        ["lo"],
-        "pod addresses are only sent to inside a network namespace with nothing but lo"
-    );
-}
+pub(crate) use crate::support::netns::assert_private_network;
 
 /// The control plane (`scripts/kube-test-env.sh start-control-plane`): etcd, kube-apiserver,
 /// kube-controller-manager and kwok, inside the private network; stopped when dropped.
