@@ -80,6 +80,14 @@ fn main() {
              (the {request_size:.0}-byte Request<()> moves into the boxed future)",
             per_request - request_size
         );
+        // What the byte limits count for it: an estimate that must not be below the truth.
+        let counted = tower_scale_from_zero::middleware::held_bytes(
+            &Request::get("/function/echo").body(()).unwrap(),
+        );
+        println!(
+            "held_memory: counted against the byte limits as {counted} bytes (middleware::held_bytes)"
+        );
+        assert!(counted as f64 >= per_request, "the count covers what is kept");
         drop(futures);
     });
 }
