@@ -160,24 +160,9 @@ pub(crate) fn grpc_function_mode() -> bool {
         .position(|a| a == "--starts-file")
         .and_then(|i| args.get(i + 1))
     {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .unwrap();
-        writeln!(file, "{port}").unwrap();
+        crate::record_start(file, port);
     }
-    // Die with the gateway: it holds our stdin open for as long as it lives.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    crate::function_runtime().block_on(async move {
         let (_reporter, service) = tonic_health::server::health_reporter();
         tonic::transport::Server::builder()
             .add_service(service)

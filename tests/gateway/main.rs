@@ -808,26 +808,12 @@ fn function_mode() -> bool {
     let var = flag("--port-env").unwrap_or_else(|| "PORT".into());
     let port: u16 = std::env::var(&var).unwrap().parse().unwrap();
     if let Some(file) = flag("--starts-file") {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .unwrap();
-        writeln!(file, "{port}").unwrap();
+        record_start(&file, port);
     }
     let startup = flag("--startup-ms").map_or(Duration::ZERO, |v| {
         Duration::from_millis(v.parse().unwrap())
     });
-    // Die with the gateway: it holds our stdin open for as long as it lives.
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    function_runtime().block_on(async move {
         tokio::time::sleep(startup).await;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -846,6 +832,29 @@ fn function_mode() -> bool {
         }
     });
     true
+}
+
+/// A function process's start, appended to `file` (its port, one line per start).
+fn record_start(file: &str, port: u16) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    writeln!(file, "{port}").unwrap();
+}
+
+/// The runtime of a function process, which dies with its gateway: the gateway holds the
+/// process's stdin open for as long as it lives.
+fn function_runtime() -> tokio::runtime::Runtime {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn answer(
