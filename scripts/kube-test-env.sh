@@ -184,6 +184,8 @@ compact_etcd() {
 
 start() {
   local dir=$1
+  # curl (readiness) and openssl (certificates), from Debian's packages when missing.
+  bash "$(dirname "$0")/test-tools.sh" curl openssl
   build_kubernetes kube-apiserver kube-controller-manager
   build_kwok
   install_etcd

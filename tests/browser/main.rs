@@ -30,7 +30,7 @@ fn chromium(args: &[&str], url: &str) -> String {
                 .status()
                 .is_ok_and(|s| s.success())
         })
-        .expect("headless Chromium (Debian: apt-get install chromium; .ci/run installs it)");
+        .expect("headless Chromium (installed by scripts/test-tools.sh before the tests start)");
     // A profile of its own, removed after: nothing of the machine's is read or left.
     let profile = std::env::temp_dir().join(format!("tsfz-chromium-{}", std::process::id()));
     let output = Command::new(binary)
@@ -114,7 +114,7 @@ async fn a_browser_follows_the_reloads_and_ends_on_the_functions_answer() {
 }
 
 fn main() -> ExitCode {
-    if let Some(status) = netns::in_private_network(&[]) {
+    if let Some(status) = netns::in_private_network(&[], &["chromium"]) {
         return status;
     }
     let tests: [runner::Test; 2] = runner::tests![

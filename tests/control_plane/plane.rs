@@ -14,7 +14,8 @@ pub(crate) const POD_CIDR: &str = "10.244.0.0/16";
 /// Runs this binary again inside a network namespace of its own with the pod CIDR on `lo`
 /// (see [`netns::in_private_network`]); `None` in that copy.
 pub(crate) fn in_private_network() -> Option<ExitCode> {
-    netns::in_private_network(&["10.244.0.1/16"])
+    // curl and openssl for scripts/kube-test-env.sh, which runs inside.
+    netns::in_private_network(&["10.244.0.1/16"], &["curl", "openssl"])
 }
 
 pub(crate) use crate::support::netns::assert_private_network;

@@ -9,9 +9,10 @@ const INSIDE: &str = "TSFZ_PRIVATE_NETNS";
 
 /// Runs this binary again inside a network namespace of its own, with only `lo`, up, and
 /// `addresses` (CIDR notation) added to it; returns `None` in that copy, and the copy's exit
-/// status in this one. Needs root (or `CAP_SYS_ADMIN`), `unshare` and `ip`: without them it
-/// fails, never skips.
-pub fn in_private_network(addresses: &[&str]) -> Option<ExitCode> {
+/// status in this one. Needs root (or `CAP_SYS_ADMIN`), `unshare` and `ip`; those and the
+/// programs in `tools` are installed first when missing (nothing can be downloaded from
+/// inside), and without them it fails, never skips.
+pub fn in_private_network(addresses: &[&str], tools: &[&str]) -> Option<ExitCode> {
     if std::env::var_os(INSIDE).is_some() {
         let mut commands = vec![vec!["link", "set", "lo", "up"]];
         for address in addresses {
@@ -26,6 +27,10 @@ pub fn in_private_network(addresses: &[&str]) -> Option<ExitCode> {
         }
         assert_private_network();
         return None;
+    }
+    // Listing the tests needs none of them.
+    if !std::env::args().any(|arg| arg == "--list") {
+        install_missing(&[&["ip", "unshare"], tools].concat());
     }
     let exe = std::env::current_exe().unwrap();
     let status = Command::new("unshare")
@@ -42,6 +47,21 @@ pub fn in_private_network(addresses: &[&str]) -> Option<ExitCode> {
     Some(ExitCode::from(
         status.code().unwrap_or(1).clamp(0, 255) as u8
     ))
+}
+
+/// Installs the programs in `tools` that are missing, from Debian's packages
+/// (`scripts/test-tools.sh`); fails with the script's reason if it cannot.
+pub fn install_missing(tools: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-tools.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .args(tools)
+        .status()
+        .expect("bash runs scripts/test-tools.sh");
+    assert!(
+        status.success(),
+        "the tests need {tools:?}; scripts/test-tools.sh could not install them ({status})"
+    );
 }
 
 /// Fails unless this process is in a network namespace whose only interface is `lo`: the
