@@ -25,8 +25,6 @@ pub trait ExtractFunction<B>: Send + Sync + 'static {
 pub struct Target<'a> {
     name: Cow<'a, str>,
     namespace: Cow<'a, str>,
-    // Set by this crate's extractors when their own scan already checked the label rule.
-    validated: bool,
 }
 
 impl PartialEq for Target<'_> {
@@ -43,16 +41,13 @@ impl<'a> Target<'a> {
         Self {
             name: name.into(),
             namespace: namespace.into(),
-            validated: false,
         }
     }
 
-    /// Checks the label rule, unless the extractor's own scan already did.
+    /// Checks both parts against the label rule.
     pub(crate) fn validate(&self) -> Result<FunctionRef<'_>, crate::function::InvalidFunction> {
         let function = self.as_function_ref();
-        if !self.validated {
-            function.validate()?;
-        }
+        function.validate()?;
         Ok(function)
     }
 
@@ -85,8 +80,6 @@ impl<'a> Target<'a> {
 pub struct OpenFaasPath {
     prefix: Cow<'static, str>,
     default_namespace: Cow<'static, str>,
-    // Checked once when set: configuration, but not trusted to be a valid label.
-    default_namespace_valid: bool,
 }
 
 impl OpenFaasPath {
@@ -95,7 +88,6 @@ impl OpenFaasPath {
         Self {
             prefix: Cow::Borrowed("/function/"),
             default_namespace: Cow::Borrowed("openfaas-fn"),
-            default_namespace_valid: true,
         }
     }
 
@@ -113,9 +105,6 @@ impl OpenFaasPath {
     /// Sets the namespace used when a path names none.
     pub fn default_namespace(mut self, namespace: impl Into<Cow<'static, str>>) -> Self {
         self.default_namespace = namespace.into();
-        self.default_namespace_valid = FunctionRef::new("x", &self.default_namespace)
-            .validate()
-            .is_ok();
         self
     }
 }
@@ -127,51 +116,23 @@ impl Default for OpenFaasPath {
 }
 
 impl<B> ExtractFunction<B> for OpenFaasPath {
+    #[inline]
     fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
         let rest = request.uri().path().strip_prefix(&*self.prefix)?;
-        // One pass: the segment ends at the first '/', the namespace starts after its last
-        // '.', and every other byte is checked against the label rule on the way.
-        let (mut end, mut dot, mut label_bytes) = (rest.len(), None, true);
-        for (i, &b) in rest.as_bytes().iter().enumerate() {
-            match b {
-                b'/' => {
-                    end = i;
-                    break;
-                }
-                b'.' => {
-                    // A dot before another one is part of the name: not a label byte.
-                    label_bytes &= dot.is_none();
-                    dot = Some(i);
-                }
-                _ => label_bytes &= crate::function::is_label_byte(b),
+        // The segment ends at the first '/'; the namespace starts after its last '.'. Nothing
+        // is checked here: the warm path asks the cache first, and the middleware validates
+        // only on a miss (a name with a byte outside the label rule is never in the cache).
+        let bytes = rest.as_bytes();
+        let end = bytes.iter().position(|&b| b == b'/').unwrap_or(bytes.len());
+        // Both indices are at ASCII bytes, so the slices fall on character boundaries.
+        let segment = &rest[..end];
+        Some(match segment.bytes().rposition(|b| b == b'.') {
+            Some(dot) if dot + 1 < segment.len() => {
+                Target::new(&segment[..dot], &segment[dot + 1..])
             }
-        }
-        // Both indices are at ASCII bytes, so the slices fall on character boundaries. The
-        // loop checked every byte of a namespace from the path; the default one was checked
-        // when it was set.
-        let (name, namespace, namespace_ok) = match dot {
-            Some(dot) if dot + 1 < end => {
-                let namespace = &rest[dot + 1..end];
-                (
-                    &rest[..dot],
-                    namespace,
-                    crate::function::is_label_shaped(namespace),
-                )
-            }
-            Some(dot) => (
-                &rest[..dot],
-                &*self.default_namespace,
-                self.default_namespace_valid,
-            ),
-            None => (
-                &rest[..end],
-                &*self.default_namespace,
-                self.default_namespace_valid,
-            ),
-        };
-        let mut target = Target::new(name, namespace);
-        target.validated = label_bytes && namespace_ok && crate::function::is_label_shaped(name);
-        Some(target)
+            Some(dot) => Target::new(&segment[..dot], &*self.default_namespace),
+            None => Target::new(segment, &*self.default_namespace),
+        })
     }
 }
 
@@ -253,14 +214,23 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_default_namespace_is_not_taken_as_validated() {
+    fn an_invalid_default_namespace_or_name_fails_validation() {
         let req = Request::get("/function/echo").body(()).unwrap();
         let bad = OpenFaasPath::new().default_namespace("Not_Valid");
         assert!(bad.extract(&req).unwrap().validate().is_err());
         let good = OpenFaasPath::new().default_namespace("team-a");
-        assert!(good.extract(&req).unwrap().validated);
+        assert!(good.extract(&req).unwrap().validate().is_ok());
         let from_path = Request::get("/function/echo.dev").body(()).unwrap();
-        assert!(good.extract(&from_path).unwrap().validated);
+        assert!(good.extract(&from_path).unwrap().validate().is_ok());
+        for path in [
+            "/function/Echo",
+            "/function/a.b.c",
+            "/function/-a",
+            "/function/a%2e",
+        ] {
+            let req = Request::get(path).body(()).unwrap();
+            assert!(good.extract(&req).unwrap().validate().is_err(), "{path}");
+        }
     }
 
     #[test]

@@ -184,18 +184,6 @@ static LABEL_BYTE: [bool; 256] = {
     table
 };
 
-/// Whether `b` may appear in a DNS-1123 label.
-pub(crate) fn is_label_byte(b: u8) -> bool {
-    LABEL_BYTE[usize::from(b)]
-}
-
-/// Length and ends of a DNS-1123 label, assuming its bytes were checked.
-pub(crate) fn is_label_shaped(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    matches!((bytes.first(), bytes.last()), (Some(&first), Some(&last))
-        if bytes.len() <= MAX_LABEL_LEN && first != b'-' && last != b'-')
-}
-
 fn check_label(label: &str) -> Result<(), Reason> {
     let bytes = label.as_bytes();
     // The common case in one table-driven pass; the reason is worked out only on failure.

@@ -434,7 +434,12 @@ impl Record {
 
     /// Counts as activity now (a cold start that just made the function ready).
     pub(crate) fn touch(&self) {
-        self.last_end.fetch_max(self.now_ms(), Ordering::AcqRel);
+        let now = self.now_ms();
+        // A load first: most requests end in a millisecond some other one already wrote, and
+        // a load leaves the cache line shared where a read-modify-write would take it.
+        if self.last_end.load(Ordering::Acquire) < now {
+            self.last_end.fetch_max(now, Ordering::AcqRel);
+        }
     }
 
     /// Whether this gateway should record activity in the shared store at `now_ms`. One load:
@@ -492,6 +497,10 @@ pub(crate) struct ActivityGuard {
 }
 
 impl ActivityGuard {
+    pub(crate) fn record(&self) -> &Arc<Record> {
+        &self.record
+    }
+
     /// One more request's worth of activity for the same function, ending when it drops.
     pub(crate) fn another(&self) -> Self {
         self.record.in_flight.fetch_add(1, Ordering::SeqCst);
@@ -541,6 +550,19 @@ impl Records {
     pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
         function
             .with_key(|key| self.map.get(key).map(|entry| Arc::clone(&entry)))
+            .flatten()
+    }
+
+    /// `f` applied to `function`'s record under the map's read lock (keep it to atomics: no
+    /// lock, no spawn); `None` when it has none.
+    #[inline]
+    pub(crate) fn with<R>(
+        &self,
+        function: FunctionRef<'_>,
+        f: impl FnOnce(&Arc<Record>) -> R,
+    ) -> Option<R> {
+        function
+            .with_key(|key| self.map.get(key).map(|entry| f(&entry)))
             .flatten()
     }
 

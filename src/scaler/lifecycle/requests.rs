@@ -66,15 +66,17 @@ impl Lifecycle {
         if !self.cache.is_ready(function) {
             return Warm::No;
         }
-        let record = match self.records.get(function) {
-            Some(record) => record,
+        // Entered under the map's read lock (atomics only): the guard's is the one reference
+        // to the record taken.
+        let entered = match self.records.with(function, Record::enter) {
+            Some(entered) => entered,
             // Warm in the cache but forgotten here: the provider reported it, so it exists.
             None => match function.to_function_id() {
-                Ok(id) => self.record(&id),
+                Ok(id) => self.record(&id).enter(),
                 Err(_) => return Warm::No,
             },
         };
-        match self.enter(&record) {
+        match self.entered(entered, function) {
             Some(guard) => Warm::Tracked(guard),
             None => Warm::No,
         }
@@ -85,12 +87,22 @@ impl Lifecycle {
     /// recorded in the shared store when due. `None` while the function is being scaled down:
     /// the "ready" the request saw is from before, and is forgotten here.
     pub(crate) fn enter(self: &Arc<Self>, record: &Arc<Record>) -> Option<ActivityGuard> {
-        let Some(guard) = record.enter() else {
-            self.cache.invalidate(record.id().as_function_ref());
+        self.entered(record.enter(), record.id().as_function_ref())
+    }
+
+    /// What follows a request's entry into `function`'s record (`None`: refused).
+    #[inline]
+    fn entered(
+        self: &Arc<Self>,
+        guard: Option<ActivityGuard>,
+        function: FunctionRef<'_>,
+    ) -> Option<ActivityGuard> {
+        let Some(guard) = guard else {
+            self.cache.invalidate(function);
             return None;
         };
         self.reaper.ensure_running(self);
-        self.record_if_due(record);
+        self.record_if_due(guard.record());
         Some(guard)
     }
 
