@@ -432,7 +432,7 @@ impl Record {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Counts as activity now (a cold start that just made the function ready).
+    /// Counts as activity now: a request that ended, a cold start that made the function ready.
     pub(crate) fn touch(&self) {
         let now = self.now_ms();
         // A load first: most requests end in a millisecond some other one already wrote, and
@@ -548,9 +548,7 @@ impl Records {
 
     #[inline]
     pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
-        function
-            .with_key(|key| self.map.get(key).map(|entry| Arc::clone(&entry)))
-            .flatten()
+        self.with(function, Arc::clone)
     }
 
     /// `f` applied to `function`'s record under the map's read lock (keep it to atomics: no
