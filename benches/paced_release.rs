@@ -1,4 +1,4 @@
-//! Released at once versus paced (contract §12): 2 000 requests held through a 500 ms cold
+//! Released at once versus paced (docs/behaviour.md §12): 2 000 requests held through a 500 ms cold
 //! start of a function that serves 8 requests at a time, 20 ms each, and answers 503 beyond
 //! 64 in flight. Real time; rounds alternate; per mode: requests failed, p50 and p99 of the
 //! time from arrival to response, and the time until the last response (the drain).

@@ -1,4 +1,4 @@
-//! [`ScalingConfig`]: every bound and interval the scaler uses, with the contract's defaults,
+//! [`ScalingConfig`]: every bound and interval the scaler uses, with the defaults of docs/behaviour.md,
 //! and [`ScalingConfigBuilder`], the one place that checks them.
 
 use std::time::Duration;

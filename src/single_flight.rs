@@ -44,7 +44,8 @@ use std::task::{ready, Context, Poll};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures::future::{FutureExt, Shared};
-use tokio::sync::oneshot;
+use tokio::sync::futures::Notified;
+use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
 
 /// One in-flight computation per key, each with a shared state `S`. Cloning shares the same
@@ -68,6 +69,8 @@ struct Slot<V, S> {
     /// lock.
     abort: Option<AbortHandle>,
     state: Arc<S>,
+    /// Notified when a caller leaves before the end (see [`FlightContext::caller_left`]).
+    left: Arc<Notify>,
 }
 
 impl<K: Hash + Eq, V, S> Inner<K, V, S> {
@@ -179,7 +182,33 @@ where
         F: FnOnce(FlightContext<K, V, S>) -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        match self.join_or_start(key, max_callers, |context, _| work(context), true)? {
+        match self.join_or_start(key, max_callers, |context, _| work(context), true, false)? {
+            Started::Caller(flight) => Ok(flight),
+            Started::Detached | Started::Busy => unreachable!("a caller always gets a flight"),
+        }
+    }
+
+    /// Like [`try_join_with`](Self::try_join_with), but a flight this call starts belongs to
+    /// its computation: it is given a [`KeepAlive`], so it is not aborted when every caller
+    /// has left, and runs until it returns or drops the guard with no caller left. (Joining a
+    /// flight under way changes nothing about it.)
+    pub fn try_join_owned<F, Fut>(
+        &self,
+        key: K,
+        max_callers: usize,
+        work: F,
+    ) -> Result<Flight<K, V, S>, Full>
+    where
+        F: FnOnce(FlightContext<K, V, S>, KeepAlive<K, V, S>) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let work = |context, keep_alive: Option<KeepAlive<K, V, S>>| {
+            work(
+                context,
+                keep_alive.expect("an owned flight starts kept alive"),
+            )
+        };
+        match self.join_or_start(key, max_callers, work, true, true)? {
             Started::Caller(flight) => Ok(flight),
             Started::Detached | Started::Busy => unreachable!("a caller always gets a flight"),
         }
@@ -201,7 +230,7 @@ where
             )
         };
         matches!(
-            self.join_or_start(key, 0, work, false),
+            self.join_or_start(key, 0, work, false, true),
             Ok(Started::Detached)
         )
     }
@@ -212,6 +241,7 @@ where
         max_callers: usize,
         work: F,
         join: bool,
+        kept: bool,
     ) -> Result<Started<K, V, S>, Full>
     where
         F: FnOnce(FlightContext<K, V, S>, Option<KeepAlive<K, V, S>>) -> Fut + Send + 'static,
@@ -238,18 +268,21 @@ where
                 let runtime = tokio::runtime::Handle::try_current()
                     .expect("SingleFlight spawns its flights: call it within a Tokio runtime");
                 let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-                // A detached flight starts with no caller, kept alive by its computation.
-                let keep_alive = (!join).then(|| KeepAlive {
+                // A detached or owned flight is kept alive by its computation (a detached one
+                // starts with no caller).
+                let keep_alive = kept.then(|| KeepAlive {
                     inner: Arc::clone(&self.inner),
                     key: key.clone(),
                     id,
                 });
                 let state = Arc::new(S::default());
+                let left = Arc::new(Notify::new());
                 let context = FlightContext {
                     inner: Arc::clone(&self.inner),
                     key: key.clone(),
                     id,
                     state: Arc::clone(&state),
+                    left: Arc::clone(&left),
                 };
                 let cleanup = Cleanup {
                     inner: Arc::clone(&self.inner),
@@ -272,10 +305,11 @@ where
                 let slot = Slot {
                     id,
                     callers: usize::from(join),
-                    keep_alive: usize::from(!join),
+                    keep_alive: usize::from(kept),
                     result: result.clone(),
                     abort: None,
                     state: Arc::clone(&state),
+                    left,
                 };
                 match entry {
                     Entry::Occupied(mut occupied) => dead = Some(occupied.insert(slot)),
@@ -452,12 +486,20 @@ pub struct FlightContext<K: Hash + Eq, V, S = ()> {
     key: K,
     id: u64,
     state: Arc<S>,
+    left: Arc<Notify>,
 }
 
 impl<K: Hash + Eq + Clone, V, S> FlightContext<K, V, S> {
     /// The flight's shared state.
     pub fn state(&self) -> &Arc<S> {
         &self.state
+    }
+
+    /// Resolves after a caller left the flight before its end (a permit is kept if nobody
+    /// waits, so a departure between a check of [`callers`](Self::callers) and the wait is
+    /// not missed). For a computation that owns its flight and ends once nobody waits.
+    pub fn caller_left(&self) -> Notified<'_> {
+        self.left.notified()
     }
 
     /// The number of callers waiting on this flight now.
@@ -543,6 +585,8 @@ fn release<K: Hash + Eq, V, S>(
             return false;
         }
         leave(slot);
+        // Wakes a computation that owns its flight (a waker, no lock of ours).
+        slot.left.notify_one();
         slot.unused()
     });
     if let Some(abort) = removed.and_then(|(_, slot)| slot.abort) {
@@ -666,6 +710,26 @@ mod tests {
         let c = flights.try_join(1, 2, || async { 0 }).unwrap();
         assert!(flights.try_join(1, 0, || async { 0 }).is_err());
         drop((a, c));
+        assert!(flights.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_owned_flight_outlives_its_callers_and_ends_when_its_computation_does() {
+        let flights = SingleFlight::<u32, u32>::new();
+        let finished = Arc::new(AtomicUsize::new(0));
+        let f = Arc::clone(&finished);
+        let caller = flights
+            .try_join_owned(1, 10, move |_, keep_alive| async move {
+                let _keep_alive = keep_alive;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                7
+            })
+            .unwrap();
+        drop(caller);
+        assert_eq!(flights.len(), 1, "still running without callers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(finished.load(Ordering::SeqCst), 1, "ran to its end");
         assert!(flights.is_empty());
     }
 }

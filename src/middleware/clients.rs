@@ -1,4 +1,4 @@
-//! Responses by kind of client (contract §12), each opt-in on the layer:
+//! Responses by kind of client (docs/behaviour.md §12), each opt-in on the layer:
 //!
 //! - [`WaitingPage`]: a browser that asks for a cold function (`GET`, `Accept: text/html`, no
 //!   upgrade) gets a small HTML page that says the function is starting and reloads itself
@@ -7,7 +7,8 @@
 //!   as before.
 //! - gRPC statuses ([`ScaleFromZeroLayer::grpc_statuses`](crate::ScaleFromZeroLayer::grpc_statuses)):
 //!   a request with `content-type: application/grpc*` that the layer refuses gets a gRPC
-//!   response (HTTP 200, `grpc-status`, `grpc-message`), so gRPC clients see real codes.
+//!   response (HTTP 200, `grpc-status`, `grpc-message`), so gRPC clients see real codes;
+//!   gRPC-Web calls (`application/grpc-web*`) get the same in gRPC-Web's content type.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -24,7 +25,9 @@ use crate::{ErrorKind, FunctionId, ScaleError};
 /// [`ScaleFromZeroLayer::waiting_page`](crate::ScaleFromZeroLayer::waiting_page).
 ///
 /// A browser's request is held for [`after`](Self::after) (1 s by default) like any other:
-/// a quick cold start shows no page. Past that, it is answered `200` with the page,
+/// a quick cold start shows no page. Past that, once the function is known to be starting (a
+/// read showed it cold or scaling up; the refresh of a warm function, or reads that fail,
+/// keep the browser held), it is answered `200` with the page,
 /// `Cache-Control: no-store` and `Retry-After`; the page reloads itself every
 /// [`refresh`](Self::refresh) (2 s by default) until the function answers. A function that
 /// cannot start (unknown, failing) answers as usual, page or not: the reload gets the error.
@@ -179,13 +182,72 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Whether `req` is a gRPC call (`content-type: application/grpc`, `application/grpc+proto`,
-/// ...).
-pub(crate) fn is_grpc<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
+/// How a refused gRPC call is answered: in its own protocol (gRPC, or gRPC-Web in binary or
+/// text form), with or without the provider's own error text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct GrpcCall {
+    content_type: &'static str,
+    provider_errors: bool,
+}
+
+impl GrpcCall {
+    /// `req`'s kind of gRPC call, if it is one (`content-type: application/grpc`,
+    /// `application/grpc+proto`, `application/grpc-web`, `application/grpc-web-text+proto`,
+    /// ...; matched in any case, as media types are).
+    pub(crate) fn of<B>(req: &Request<B>, provider_errors: bool) -> Option<Self> {
+        let content_type = req.headers().get(header::CONTENT_TYPE)?.as_bytes();
+        let starts = |prefix: &str| {
+            content_type
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
+        };
+        let content_type = if starts("application/grpc-web-text") {
+            "application/grpc-web-text"
+        } else if starts("application/grpc-web") {
+            "application/grpc-web"
+        } else if starts("application/grpc") {
+            "application/grpc"
+        } else {
+            return None;
+        };
+        Some(Self {
+            content_type,
+            provider_errors,
+        })
+    }
+
+    /// A "trailers-only" response for `error`: HTTP 200, the call's content type,
+    /// `grpc-status` and a percent-encoded `grpc-message` (the client-facing text of
+    /// [`ScaleError::public_message`], or with the provider's own text when opted in), no
+    /// body; `Retry-After` kept when the refusal has one.
+    pub(crate) fn response(self, error: &ScaleError) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        headers.insert(
+            header::HeaderName::from_static("grpc-status"),
+            HeaderValue::from(grpc_code(error) as u16),
+        );
+        let text = if self.provider_errors {
+            error.to_string()
+        } else {
+            error.public_message()
+        };
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(&text)) {
+            headers.insert(header::HeaderName::from_static("grpc-message"), value);
+        }
+        if let Some(after) = error.retry_after() {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
+        }
+        response
+    }
 }
 
 /// gRPC status codes the layer answers with.
@@ -207,34 +269,6 @@ pub(crate) fn grpc_code(error: &ScaleError) -> GrpcCode {
         ErrorKind::NotReady => GrpcCode::DeadlineExceeded,
         _ => GrpcCode::Unavailable,
     }
-}
-
-/// A "trailers-only" gRPC response for `error`: HTTP 200, `content-type: application/grpc`,
-/// `grpc-status` and a percent-encoded `grpc-message`, no body; `Retry-After` kept when the
-/// refusal has one.
-pub(crate) fn grpc_response(error: &ScaleError) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(
-        header::HeaderName::from_static("grpc-status"),
-        HeaderValue::from(grpc_code(error) as u16),
-    );
-    let message = percent_encode(&error.to_string());
-    if let Ok(value) = HeaderValue::from_str(&message) {
-        headers.insert(header::HeaderName::from_static("grpc-message"), value);
-    }
-    if let Some(after) = error.retry_after() {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(after.as_secs().max(1)),
-        );
-    }
-    response
 }
 
 /// gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII, and `%`.

@@ -41,6 +41,7 @@ pub struct ScaleFromZeroLayer<E = OpenFaasPath, R = DefaultResponder> {
     pacing: Option<Arc<Pacers>>,
     waiting_page: Option<WaitingPage>,
     grpc_statuses: bool,
+    grpc_provider_errors: bool,
 }
 
 impl ScaleFromZeroLayer {
@@ -56,6 +57,7 @@ impl ScaleFromZeroLayer {
             pacing: None,
             waiting_page: None,
             grpc_statuses: false,
+            grpc_provider_errors: false,
         }
     }
 }
@@ -72,6 +74,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             pacing: self.pacing,
             waiting_page: self.waiting_page,
             grpc_statuses: self.grpc_statuses,
+            grpc_provider_errors: self.grpc_provider_errors,
         }
     }
 
@@ -86,6 +89,7 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
             pacing: self.pacing,
             waiting_page: self.waiting_page,
             grpc_statuses: self.grpc_statuses,
+            grpc_provider_errors: self.grpc_provider_errors,
         }
     }
 
@@ -160,6 +164,14 @@ impl<E, R> ScaleFromZeroLayer<E, R> {
         self
     }
 
+    /// Whether the `grpc-message` of a refused gRPC call carries the provider's own error text
+    /// (off by default: it may describe internals, and clients are untrusted), as
+    /// [`DefaultResponder::expose_provider_errors`] does for HTTP bodies.
+    pub fn grpc_provider_errors(mut self, expose: bool) -> Self {
+        self.grpc_provider_errors = expose;
+        self
+    }
+
     /// The scaler the services of this layer share.
     pub fn scaler(&self) -> &FunctionScaler {
         &self.scaler
@@ -181,6 +193,7 @@ impl<S, E: Clone, R: Clone> Layer<S> for ScaleFromZeroLayer<E, R> {
                 pacing: self.pacing.clone(),
                 waiting_page: self.waiting_page.clone(),
                 grpc_statuses: self.grpc_statuses,
+                grpc_provider_errors: self.grpc_provider_errors,
             }),
         )
     }

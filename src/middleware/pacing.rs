@@ -116,85 +116,108 @@ impl Pacers {
     }
 
     /// Waits for room in `function`'s window (opened for `replicas` ready replicas if none is
-    /// open); `None` once `deadline` has passed without it.
+    /// open); `None` once `deadline` has passed without it. Dropped at any point, it gives
+    /// back what it took: its place in the queue, or the room granted to it meanwhile.
     pub(super) async fn admit(
         self: &Arc<Self>,
         function: &FunctionId,
         replicas: u64,
         deadline: Instant,
     ) -> Option<Permit> {
-        let window = {
+        let (window, granted) = {
+            // The map's lock, then the window's: the window cannot be ended (taken out of the
+            // map) between finding it and queueing in it.
             let mut windows = lock(&self.windows);
-            match windows.get(function) {
-                Some(window) => Arc::clone(window),
-                None => {
-                    let replicas = replicas.max(1) as f64;
-                    let window = Arc::new(Window {
-                        function: function.clone(),
-                        latency_factor: self.config.latency_factor,
-                        floor: replicas,
-                        state: Mutex::new(State {
-                            limit: replicas * self.config.initial_per_replica as f64,
-                            in_flight: 0,
-                            queue: VecDeque::new(),
-                            fastest: None,
-                        }),
-                    });
-                    windows.insert(function.clone(), Arc::clone(&window));
-                    window
-                }
-            }
-        };
-        let permit = |window| Permit {
-            pacers: Arc::clone(self),
-            window,
-        };
-        let granted = {
+            let window = Arc::clone(windows.entry(function.clone()).or_insert_with(|| {
+                let replicas = replicas.max(1) as f64;
+                Arc::new(Window {
+                    function: function.clone(),
+                    latency_factor: self.config.latency_factor,
+                    floor: replicas,
+                    state: Mutex::new(State {
+                        limit: replicas * self.config.initial_per_replica as f64,
+                        in_flight: 0,
+                        queue: VecDeque::new(),
+                        fastest: None,
+                    }),
+                })
+            }));
             let mut state = lock(&window.state);
-            if state.queue.is_empty() && (state.in_flight as f64) < state.limit {
+            let granted = if state.queue.is_empty() && (state.in_flight as f64) < state.limit {
                 state.in_flight += 1;
                 None
             } else {
                 let (tx, rx) = oneshot::channel();
                 state.queue.push_back(tx);
                 Some(rx)
+            };
+            drop(state);
+            (window, granted)
+        };
+        let Some(granted) = granted else {
+            return Some(Permit {
+                pacers: Arc::clone(self),
+                window,
+            });
+        };
+        let mut queued = Queued {
+            pacers: Arc::clone(self),
+            window: Some(window),
+            granted,
+        };
+        match tokio::time::timeout_at(deadline, &mut queued.granted).await {
+            Ok(Ok(())) => {
+                let window = queued.window.take().expect("taken once");
+                Some(Permit {
+                    pacers: Arc::clone(self),
+                    window,
+                })
             }
-        };
-        let Some(mut granted) = granted else {
-            return Some(permit(window));
-        };
-        match tokio::time::timeout_at(deadline, &mut granted).await {
-            Ok(Ok(())) => Some(permit(window)),
             // The window was dropped with this request queued: cannot happen while it waits
-            // (a waiter keeps its window), but give up cleanly.
-            Ok(Err(_)) => None,
-            Err(_) => {
-                granted.close();
-                if granted.try_recv().is_ok() {
-                    // Granted as the deadline passed: give the room back, unused.
-                    drop(permit(window));
-                } else {
-                    self.end_if_idle(&window);
-                }
-                None
-            }
+            // (a waiter keeps its window), but give up cleanly. Past its deadline, `queued`
+            // gives back whatever it had.
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
+    /// Ends `window`'s pacing if nothing is in flight and nobody waits in it.
     fn end_if_idle(&self, window: &Arc<Window>) {
+        // The same order as `admit`: the map's lock, then the window's.
+        let mut windows = lock(&self.windows);
+        if !windows
+            .get(&window.function)
+            .is_some_and(|open| Arc::ptr_eq(open, window))
+        {
+            return;
+        }
         let idle = {
             let state = lock(&window.state);
             state.in_flight == 0 && state.queue.iter().all(oneshot::Sender::is_closed)
         };
         if idle {
-            let mut windows = lock(&self.windows);
-            if windows
-                .get(&window.function)
-                .is_some_and(|open| Arc::ptr_eq(open, window))
-            {
-                windows.remove(&window.function);
+            windows.remove(&window.function);
+        }
+    }
+
+    /// One place in `window` is free again: the next waiters get it, and pacing ends if
+    /// nothing is left.
+    fn give_back(&self, window: &Arc<Window>) {
+        {
+            let mut state = lock(&window.state);
+            state.in_flight -= 1;
+            while (state.in_flight as f64) < state.limit {
+                let Some(next) = state.queue.pop_front() else {
+                    break;
+                };
+                // Room is taken before the waiter hears of it; one that gave up (its deadline
+                // passed, or it was dropped) is skipped, and one dropped after this send
+                // gives the room back itself (`Queued`).
+                if next.send(()).is_ok() {
+                    state.in_flight += 1;
+                }
             }
         }
+        self.end_if_idle(window);
     }
 
     /// Functions with a window open (for tests).
@@ -266,21 +289,32 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        {
-            let mut state = lock(&self.window.state);
-            state.in_flight -= 1;
-            while (state.in_flight as f64) < state.limit {
-                let Some(next) = state.queue.pop_front() else {
-                    break;
-                };
-                // Room is taken before the waiter hears of it; one that gave up (its deadline
-                // passed) is skipped.
-                if next.send(()).is_ok() {
-                    state.in_flight += 1;
-                }
-            }
+        self.pacers.give_back(&self.window);
+    }
+}
+
+/// A request waiting in a window's queue. However it stops waiting (granted, timed out,
+/// dropped), what it took comes back: room granted to it that it will not use is given back,
+/// and a window left with nothing in it ends.
+struct Queued {
+    pacers: Arc<Pacers>,
+    /// Taken when the grant is handed on as a [`Permit`].
+    window: Option<Arc<Window>>,
+    granted: oneshot::Receiver<()>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let Some(window) = self.window.take() else {
+            return;
+        };
+        // No grant can arrive after this; one that arrived before is room taken for it.
+        self.granted.close();
+        if self.granted.try_recv().is_ok() {
+            self.pacers.give_back(&window);
+        } else {
+            self.pacers.end_if_idle(&window);
         }
-        self.pacers.end_if_idle(&self.window);
     }
 }
 
@@ -356,5 +390,78 @@ mod tests {
         assert_eq!(Instant::now(), soon, "turned away at its deadline");
         drop(held);
         assert_eq!(pacers.open(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_granted_to_a_waiter_that_leaves_at_that_moment_is_given_back() {
+        let pacers = Arc::new(Pacers::new(PacedRelease::new().initial_per_replica(1)));
+        let far = Instant::now() + Duration::from_secs(60);
+        let first = pacers.admit(&id(), 1, far).await.unwrap();
+        let waiter = tokio::spawn({
+            let pacers = Arc::clone(&pacers);
+            async move { pacers.admit(&id(), 1, far).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        // The place goes to the waiter, which leaves before it is polled again.
+        drop(first);
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(pacers.open(), 0, "the window is empty once traffic stops");
+    }
+
+    /// A small deterministic generator for the schedules below (no dependency for it).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_returns_to_empty_whatever_the_drop_points() {
+        for seed in 0..300 {
+            let mut rng = Lcg(seed);
+            let pacers = Arc::new(Pacers::new(
+                PacedRelease::new().initial_per_replica(1 + rng.below(3) as usize),
+            ));
+            let start = Instant::now();
+            let deadline = start + Duration::from_millis(5 + rng.below(60));
+            let waiters: Vec<_> = (0..2 + rng.below(12))
+                .map(|_| {
+                    let pacers = Arc::clone(&pacers);
+                    let hold = Duration::from_millis(rng.below(20));
+                    let fails = rng.below(3) == 0;
+                    tokio::spawn(async move {
+                        if let Some(permit) = pacers.admit(&id(), 1, deadline).await {
+                            tokio::time::sleep(hold).await;
+                            if fails {
+                                permit.finish(Outcome::Failed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Some waiters leave at random moments: queued, just granted, or holding a place.
+            for waiter in &waiters {
+                if rng.below(2) == 0 {
+                    for _ in 0..rng.below(4) {
+                        tokio::task::yield_now().await;
+                    }
+                    if rng.below(2) == 0 {
+                        tokio::time::advance(Duration::from_millis(rng.below(10))).await;
+                    }
+                    waiter.abort();
+                }
+            }
+            for waiter in waiters {
+                let _ = waiter.await;
+            }
+            assert_eq!(pacers.open(), 0, "seed {seed}: a window was left open");
+        }
     }
 }

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use super::clients::{self, WaitingPage};
+use super::clients::{GrpcCall, WaitingPage};
 use super::future::{Cold, ResponseFuture};
 use super::pacing::{Outcome, Pacers, Permit};
 use super::ColdStart;
@@ -35,24 +35,14 @@ pub(super) struct Shared<E, R> {
     pub(super) pacing: Option<Arc<Pacers>>,
     pub(super) waiting_page: Option<WaitingPage>,
     pub(super) grpc_statuses: bool,
+    pub(super) grpc_provider_errors: bool,
 }
 
 impl<S> ScaleFromZero<S> {
     /// Wraps `inner`, scaling through `scaler`, with the default extractor and responder.
     pub fn new(inner: S, scaler: FunctionScaler) -> Self {
-        Self::from_shared(
-            inner,
-            Arc::new(Shared {
-                scaler,
-                extractor: OpenFaasPath::new(),
-                responder: DefaultResponder::new(),
-                mark_cold_starts: false,
-                cold_start_header: None,
-                pacing: None,
-                waiting_page: None,
-                grpc_statuses: false,
-            }),
-        )
+        // One place holds the defaults: the layer's.
+        tower_layer::Layer::layer(&super::ScaleFromZeroLayer::new(scaler), inner)
     }
 }
 
@@ -136,7 +126,7 @@ where
                         return self.cold(function, req);
                     }
                     Err(invalid) => {
-                        let grpc = shared.grpc_statuses && clients::is_grpc(&req);
+                        let grpc = shared.grpc_call(&req);
                         return reject(&shared.responder, invalid, grpc);
                     }
                 },
@@ -177,7 +167,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         let inner = self.inner.clone();
         let shared = Arc::clone(&self.shared);
         // What the kind of client asks for is read now: the request moves on when released.
-        let grpc = shared.grpc_statuses && clients::is_grpc(&req);
+        let grpc = shared.grpc_call(&req);
         let weight = super::held_bytes(&req);
         let page = shared
             .waiting_page
@@ -192,6 +182,8 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                     Ok(released) => {
                         let mut req = req;
                         let guard = released.guard;
+                        // Its place under the hold limits, kept until it is forwarded.
+                        let place = released.place;
                         if let Some(guard) = &guard {
                             UpgradeActivity::attach(&mut req, guard);
                         }
@@ -216,7 +208,9 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                                         ));
                                     };
                                     let mut inner = inner;
-                                    match inner.ready().await {
+                                    let ready = inner.ready().await;
+                                    drop(place);
+                                    match ready {
                                         Ok(inner) => call(
                                             &shared,
                                             inner,
@@ -234,6 +228,8 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                                 let cold_since = released.cold_since.filter(|_| {
                                     shared.mark_cold_starts || shared.cold_start_header.is_some()
                                 });
+                                // Forwarded without pacing: its place goes back now.
+                                drop(place);
                                 let mut inner = inner;
                                 match inner.ready().await {
                                     Ok(inner) => call(&shared, inner, req, guard, cold_since, None),
@@ -248,20 +244,47 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
         }
         if let Some(page) = shared.waiting_page.clone().filter(|_| page) {
             // A browser: held for a moment like any request, then shown the page while the
-            // cold start goes on without it. A future of its own: other held requests do not
-            // carry its timer.
+            // cold start goes on without it (it belongs to the scaler). A future of its own:
+            // other held requests do not carry its timer.
             return ResponseFuture::cold(Box::pin(async move {
-                let held =
-                    tokio::time::timeout(page.delay(), shared.scaler.ready(&function, weight));
-                match held.await {
-                    Ok(ready) => released!(ready),
-                    Err(_) => Cold::Respond(page.render(&function)),
+                match hold_or_page(&shared.scaler, &function, weight, page.delay()).await {
+                    Some(ready) => released!(ready),
+                    None => Cold::Respond(page.render(&function)),
                 }
             }));
         }
         ResponseFuture::cold(Box::pin(async move {
             released!(shared.scaler.ready(&function, weight).await)
         }))
+    }
+}
+
+/// A browser's wait: the function's readiness, or `None` once the page should be shown
+/// instead: `after` has passed and the function is known to be starting. The refresh of a
+/// warm function, or a cold start whose reads fail, keeps the browser held (it gets the
+/// function's answer, or the error).
+async fn hold_or_page(
+    scaler: &crate::FunctionScaler,
+    function: &FunctionId,
+    weight: usize,
+    after: std::time::Duration,
+) -> Option<Result<crate::scaler::Released, ScaleError>> {
+    // How often a browser held past `after` looks whether its function is starting yet.
+    const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+    let ready = scaler.ready(function, weight);
+    tokio::pin!(ready);
+    let mut look_at = tokio::time::Instant::now() + after;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut ready => return Some(out),
+            () = tokio::time::sleep_until(look_at) => {
+                if scaler.is_starting(function) {
+                    return None;
+                }
+                look_at = tokio::time::Instant::now() + LOOK_EVERY;
+            }
+        }
     }
 }
 
@@ -316,12 +339,23 @@ where
     )
 }
 
+impl<E, R> Shared<E, R> {
+    /// How a refusal of `req` is answered as gRPC, if it is a gRPC call and gRPC statuses
+    /// are on.
+    fn grpc_call<B>(&self, req: &Request<B>) -> Option<GrpcCall> {
+        if !self.grpc_statuses {
+            return None;
+        }
+        GrpcCall::of(req, self.grpc_provider_errors)
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn reject<F: std::future::Future>(
     responder: &impl ErrorResponder,
     invalid: InvalidFunction,
-    grpc: bool,
+    grpc: Option<GrpcCall>,
 ) -> ResponseFuture<F> {
     tracing::debug!(error = %invalid, "refused request for an invalid function");
     ResponseFuture::respond(respond(responder, invalid.into(), grpc))
@@ -329,12 +363,15 @@ fn reject<F: std::future::Future>(
 
 /// The refusal of `error`: by the responder, or as a gRPC status to a gRPC call (with gRPC
 /// statuses on).
-fn respond(responder: &impl ErrorResponder, error: ScaleError, grpc: bool) -> Response<Bytes> {
+fn respond(
+    responder: &impl ErrorResponder,
+    error: ScaleError,
+    grpc: Option<GrpcCall>,
+) -> Response<Bytes> {
     crate::telemetry::refusal(error.status());
-    let mut response = if grpc {
-        clients::grpc_response(&error)
-    } else {
-        responder.respond(&error)
+    let mut response = match grpc {
+        Some(call) => call.response(&error),
+        None => responder.respond(&error),
     };
     response.extensions_mut().insert(error);
     response

@@ -61,6 +61,12 @@ pub(crate) struct Flight {
     /// Set once the flight knows the function is cold (not merely a refresh of a warm one):
     /// from then on its waiters count against the hold limits.
     cold: AtomicBool,
+    /// Set once a read showed the function cold (or scaling up): the cold start is under way
+    /// on the platform's side, not merely a refresh or a failing read. Only then may a browser
+    /// be shown the waiting page.
+    starting: AtomicBool,
+    /// Set by a waiter that arrived before a drain began: such a waiter keeps its cold start.
+    waiter_before_drain: AtomicBool,
     deadlines: Deadlines,
     /// Waiters that got a place under the total hold limit. A cold flight scales up only once
     /// one has: a flight whose every waiter was refused must not touch the platform.
@@ -112,6 +118,35 @@ impl Flight {
         self.cold.load(Ordering::Acquire)
     }
 
+    /// A read showed the function cold or scaling up: see [`is_starting`](Self::is_starting).
+    pub(crate) fn mark_starting(&self) {
+        self.starting.store(true, Ordering::Release);
+        self.mark_cold();
+    }
+
+    /// Whether the function is known to be starting (a read showed it not ready).
+    pub(crate) fn is_starting(&self) -> bool {
+        self.starting.load(Ordering::Acquire)
+    }
+
+    /// A waiter that arrived before the drain began joined.
+    pub(crate) fn joined_before_drain(&self) {
+        if !self.waiter_before_drain.load(Ordering::Relaxed) {
+            self.waiter_before_drain.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether a waiter that arrived before the drain began joined: the drain keeps this cold
+    /// start.
+    pub(crate) fn has_waiter_from_before_drain(&self) -> bool {
+        self.waiter_before_drain.load(Ordering::Acquire)
+    }
+
+    /// Whether a waiter was ever admitted (a cold start with someone to serve).
+    pub(crate) fn was_admitted(&self) -> bool {
+        self.admitted.load(Ordering::Acquire) > 0
+    }
+
     pub(crate) fn deadlines(&self) -> &Deadlines {
         &self.deadlines
     }
@@ -119,6 +154,15 @@ impl Flight {
     pub(crate) fn admit(&self) {
         self.held.enter();
         // Only the first admission can wake the flight.
+        if self.admitted.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.admission.notify_waiters();
+        }
+    }
+
+    /// A waiter that was neither admitted nor refused left while the flight could still be a
+    /// refresh: its cold start was begun for it, so the flight goes on as if it had been
+    /// admitted (until its deadline, for whoever comes next).
+    pub(crate) fn departed_unrefused(&self) {
         if self.admitted.fetch_add(1, Ordering::AcqRel) == 0 {
             self.admission.notify_waiters();
         }

@@ -41,6 +41,7 @@ pub(crate) use self::lifecycle::ActivityGuard;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 pub use self::notifier::ReadinessNotifier;
+pub(crate) use self::place::HoldPlace;
 use crate::activity::ActivityStore;
 use crate::cache::FunctionCacher;
 use crate::cache::TtlCache;
@@ -211,7 +212,7 @@ impl FunctionScaler {
             stats.warm = lifecycle.cache.is_ready(id.as_function_ref());
         }
         Stats {
-            held: lifecycle.held.load(Ordering::Relaxed),
+            held: lifecycle.holds.count(),
             flights: lifecycle.flights.len(),
             provider_calls: lifecycle.calls.in_flight(),
             functions,
@@ -289,6 +290,15 @@ impl FunctionScaler {
         self.lifecycle.id_of(function)
     }
 
+    /// Whether `function` is known to be starting: its cold start is under way and a read
+    /// showed it not ready (not merely a refresh of a warm function, nor failing reads).
+    pub(crate) fn is_starting(&self, function: &FunctionId) -> bool {
+        self.lifecycle
+            .flights
+            .state(function)
+            .is_some_and(|flight| flight.is_starting())
+    }
+
     /// The warm path (see [`Warm`]).
     #[inline]
     pub(crate) fn warm(&self, function: FunctionRef<'_>) -> Warm {
@@ -331,7 +341,8 @@ pub struct Drained {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests waiting for cold functions, all together (what
+    /// Requests waiting for cold functions, or released from a cold start and waiting for a
+    /// paced release, all together (what
     /// [`max_held_total`](crate::config::ScalingConfigBuilder::max_held_total) bounds).
     pub held: usize,
     /// Flights under way: cold starts, refreshes of expired entries, scale-downs.

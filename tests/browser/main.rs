@@ -1,4 +1,4 @@
-//! The waiting page in a real browser (contract §12): headless Chromium (Debian's `chromium`,
+//! The waiting page in a real browser (docs/behaviour.md §12): headless Chromium (Debian's `chromium`,
 //! which `.ci/run` installs) loads a cold function's URL through the axum example gateway
 //! (`--waiting-page`, the bundled hello-world with a 4 s start-up), sees the page, follows its
 //! reloads and ends on the function's own answer. A screenshot of the page is kept in

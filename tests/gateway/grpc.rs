@@ -1,4 +1,4 @@
-//! HTTP/2 and gRPC end to end (contract §12): a real `tonic` client through the example
+//! HTTP/2 and gRPC end to end (docs/behaviour.md §12): a real `tonic` client through the example
 //! gateways (h2c) to a real `tonic` server as the function (this binary in gRPC function
 //! mode: the standard health service, `grpc.health.v1.Health`, with a unary and a
 //! server-streaming call).

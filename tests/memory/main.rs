@@ -1,6 +1,6 @@
 //! Memory stays flat over 100 000 waits abandoned on a function that never becomes ready: a
-//! request that leaves frees its deadline slot, its waker and its hold place at once (contract
-//! §11). Measured with dhat's counting allocator, so this binary holds this one test only.
+//! request that leaves frees its deadline slot, its waker and its hold place at once
+//! (docs/behaviour.md §11). Measured with dhat's counting allocator, so this binary holds this one test only.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! Responses by kind of client (contract §12): a waiting page for browsers, gRPC statuses for
+//! Responses by kind of client (docs/behaviour.md §12): a waiting page for browsers, gRPC statuses for
 //! gRPC calls; everyone else is held as before.
 
 use std::time::Duration;
@@ -6,8 +6,8 @@ use std::time::Duration;
 use http::{header, Request, StatusCode};
 use tower::{Layer, ServiceExt};
 use tower_scale_from_zero::middleware::WaitingPage;
-use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
-use tower_scale_from_zero::{FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
+use tower_scale_from_zero::testing::{FakeFunction, Fault, InMemoryProvider};
+use tower_scale_from_zero::{FunctionScaler, QueryError, ScaleFromZeroLayer, ScalingConfig};
 
 use crate::support::harness::{id, ms, Echo, Reply};
 
@@ -252,4 +252,142 @@ async fn grpc_statuses_are_for_grpc_calls_only_and_off_unless_asked_for() {
     let call = send(&without, grpc("/function/nope")).await;
     assert_eq!(call.status, StatusCode::NOT_FOUND);
     assert!(!call.headers.contains_key("grpc-status"));
+}
+
+// --- cold starts belong to the scaler (docs/behaviour.md §13) ---------------------------------
+
+/// Follows a browser's reloads until the function itself answers; the number of loads.
+async fn reload_until_served(
+    gateway: &tower_scale_from_zero::ScaleFromZero<Echo>,
+    path: &str,
+    first: Reply,
+) -> (Reply, usize) {
+    let mut loads = 1;
+    let mut reply = first;
+    while reply.headers.get(header::CONTENT_TYPE).is_some() {
+        tokio::time::sleep(meta_refresh(&reply.body)).await;
+        reply = send(gateway, browser(path)).await;
+        loads += 1;
+        assert!(
+            loads < 20,
+            "still a page after {loads} loads: {}",
+            reply.body
+        );
+    }
+    (reply, loads)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_alone_gets_its_function_started_when_the_provider_is_slower_than_the_page() {
+    let (gateway, provider) = gateway(ScalingConfig::default(), |layer| {
+        layer.waiting_page(WaitingPage::new())
+    });
+    provider.add_function(&id("f"), FakeFunction::new().startup_delay(ms(2_000)));
+    // Every provider call takes 1.5 s; the page shows after 1 s.
+    provider.call_latency(ms(1_500));
+    let first = send(&gateway, browser("/function/f")).await;
+    assert!(
+        first.body.contains("f.openfaas-fn is starting"),
+        "{}",
+        first.body
+    );
+    let (reply, _) = reload_until_served(&gateway, "/function/f", first).await;
+    assert_eq!(reply.body, "hello from /function/f");
+    assert_eq!(
+        provider.set_calls(),
+        1,
+        "one scale-up, sent by the cold start"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_alone_gets_its_function_started_with_the_page_at_once() {
+    let (gateway, provider) = gateway(ScalingConfig::default(), |layer| {
+        layer.waiting_page(WaitingPage::new().after(Duration::ZERO))
+    });
+    provider.add_function(&id("f"), FakeFunction::new().startup_delay(ms(3_000)));
+    let first = send(&gateway, browser("/function/f")).await;
+    assert!(first.body.contains("is starting"), "{}", first.body);
+    let (reply, loads) = reload_until_served(&gateway, "/function/f", first).await;
+    assert_eq!(reply.body, "hello from /function/f");
+    assert!(loads >= 2);
+    assert_eq!(provider.set_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_browser_sees_a_failing_providers_error_not_the_page() {
+    let (gateway, provider) = gateway(ScalingConfig::default(), |layer| {
+        layer.waiting_page(WaitingPage::new().after(Duration::ZERO))
+    });
+    provider.add_function(&id("f"), FakeFunction::new());
+    provider.fail_get(
+        Fault::Error(QueryError::provider("connection refused")),
+        usize::MAX,
+    );
+    let reply = send(&gateway, browser("/function/f")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_refresh_of_a_warm_function_never_shows_the_page() {
+    let (gateway, provider) = gateway(ScalingConfig::default(), |layer| {
+        layer.waiting_page(WaitingPage::new().after(Duration::ZERO))
+    });
+    provider.add_function(&id("warm"), FakeFunction::new().running(1));
+    // The refresh (the cache is empty, or its entry expired) takes longer than the page's
+    // delay.
+    provider.call_latency(ms(300));
+    for _ in 0..3 {
+        let reply = send(&gateway, browser("/function/warm")).await;
+        assert_eq!(reply.body, "hello from /function/warm");
+        tokio::time::sleep(ms(1_000)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_messages_never_carry_provider_text_unless_opted_in() {
+    for (expose, layer) in [
+        (
+            false,
+            (|l| l.grpc_statuses(true)) as fn(ScaleFromZeroLayer) -> ScaleFromZeroLayer,
+        ),
+        (true, |l| l.grpc_statuses(true).grpc_provider_errors(true)),
+    ] {
+        let (gateway, provider) = gateway(ScalingConfig::default(), layer);
+        provider.add_function(&id("f"), FakeFunction::new());
+        provider.fail_get(
+            Fault::Error(
+                QueryError::provider("token hunter2 was refused")
+                    .with_status(StatusCode::UNAUTHORIZED)
+                    .permanent(),
+            ),
+            usize::MAX,
+        );
+        let reply = send(&gateway, grpc("/function/f")).await;
+        assert_eq!(reply.headers["grpc-status"], "14");
+        let message = reply.headers["grpc-message"].to_str().unwrap();
+        assert!(message.contains("f.openfaas-fn"), "{message}");
+        assert_eq!(message.contains("hunter2"), expose, "{message}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_web_calls_get_grpc_web_refusals_and_content_types_match_in_any_case() {
+    let (gateway, _) = gateway(ScalingConfig::default(), |layer| layer.grpc_statuses(true));
+    for (content_type, answered) in [
+        ("application/grpc-web+proto", "application/grpc-web"),
+        ("application/grpc-web-text", "application/grpc-web-text"),
+        ("Application/GRPC-Web", "application/grpc-web"),
+        ("APPLICATION/GRPC+proto", "application/grpc"),
+    ] {
+        let call = Request::post("/function/nope").header(header::CONTENT_TYPE, content_type);
+        let reply = send(&gateway, call).await;
+        assert_eq!(reply.status, StatusCode::OK, "{content_type}");
+        assert_eq!(reply.headers["grpc-status"], "5", "{content_type}");
+        assert_eq!(
+            reply.headers[header::CONTENT_TYPE],
+            answered,
+            "{content_type}"
+        );
+    }
 }

@@ -27,7 +27,12 @@ impl Logs {
             .with_max_level(tracing::Level::INFO)
             .with_writer(move || sink.clone())
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite that another test's thread registered while this subscriber was being
+        // set may have cached "never" for it (tracing's interest cache races with scoped
+        // subscribers): ask every callsite again.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     fn text(&self) -> String {
@@ -135,6 +140,9 @@ async fn function_ready_is_logged_once_per_cold_start_and_never_for_warm_refresh
         tokio::time::sleep(ms(50)).await;
     }
     assert!(h.provider.get_calls() >= 30, "{}", h.provider.get_calls());
+    // Other tests' threads register the cold start's callsites meanwhile, racing this
+    // thread's subscriber in tracing's interest cache: ask them all again.
+    tracing::callsite::rebuild_interest_cache();
     assert_eq!(h.get("/function/cold").await.status, 200);
 
     let logged = logs.text();

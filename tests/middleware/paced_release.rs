@@ -1,4 +1,4 @@
-//! Paced release (contract §12): the requests held through a cold start reach a fresh replica
+//! Paced release (docs/behaviour.md §12): the requests held through a cold start reach a fresh replica
 //! in a slow start that follows its responses, not all at once.
 
 use std::time::Duration;
@@ -146,4 +146,37 @@ async fn a_window_grows_while_responses_stay_fast_so_a_roomy_replica_drains_quic
         paced.last_answer < ms(500 + 20 * 12),
         "a dozen round trips at most: {paced:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_requests_count_under_the_hold_limits_until_forwarded() {
+    let provider = InMemoryProvider::new();
+    provider.add_function(&id("f"), FakeFunction::new().startup_delay(ms(500)));
+    let scaler = FunctionScaler::new(provider, ScalingConfig::default());
+    let layer = ScaleFromZeroLayer::new(scaler.clone())
+        .paced_release(PacedRelease::new().initial_per_replica(1));
+    // One worker, 200 ms a request: the window lets one through at a time at first.
+    let function = Fragile::new(1, ms(200), 1_000);
+    let service = layer.layer(function.clone());
+    let requests: Vec<_> = (0..10)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let req = Request::get("/function/f").body(String::new()).unwrap();
+                service.oneshot(req).await.unwrap().status()
+            })
+        })
+        .collect();
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(scaler.stats().held, 10, "held through the cold start");
+    tokio::time::sleep(ms(500)).await;
+    let held = scaler.stats().held;
+    assert!(
+        (1..10).contains(&held),
+        "the ones still waiting for the window are held: {held}"
+    );
+    for request in requests {
+        assert_eq!(request.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(scaler.stats().held, 0, "and given back once forwarded");
 }

@@ -40,7 +40,7 @@ async fn the_request_that_started_the_flight_leaves_and_the_others_still_succeed
 }
 
 #[tokio::test(start_paused = true)]
-async fn when_every_waiter_leaves_nothing_is_left_behind() {
+async fn when_every_waiter_leaves_their_places_are_freed_and_the_cold_start_goes_on() {
     let h = Harness::new(ScalingConfig::default())
         .with_function("echo", FakeFunction::new().startup_delay(ms(1_000)));
     let waiters: Vec<_> = (0..50)
@@ -56,11 +56,16 @@ async fn when_every_waiter_leaves_nothing_is_left_behind() {
     for waiter in waiters {
         assert!(waiter.await.unwrap_err().is_cancelled());
     }
-    assert_eq!(h.scaler.stats().flights, 0, "no flight entry");
     assert_eq!(h.scaler.stats().held, 0, "every hold slot is free");
+    assert_eq!(
+        h.scaler.stats().flights,
+        1,
+        "the cold start belongs to the scaler: it goes on"
+    );
     assert_eq!(h.inner_calls(), 0);
 
     // The platform was asked already; a new request waits for the same start, no second set.
     assert_eq!(h.get("/function/echo").await.status, 200);
     assert_eq!(h.provider.successful_sets(), 1);
+    assert_eq!(h.scaler.stats().flights, 0, "and then it ended");
 }

@@ -1,4 +1,4 @@
-//! The life of a function (contract §11): one test per behaviour, the first thirteen and the
+//! The life of a function (docs/behaviour.md §11): one test per behaviour, the first thirteen and the
 //! outage test written before the lifecycle rework (each failed on 22c554d); then the phases
 //! as `stats()` shows them. Paused time throughout, except where a real runtime shuts down.
 

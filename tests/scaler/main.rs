@@ -1,12 +1,13 @@
 //! The scaler's behaviour through the layer, on paused time: warm path, cold starts and their
 //! coalescing, hold limits and deadlines, provider failures and protection, pushed readiness,
-//! scale to zero, drains, the lifecycle's defects of contract §11, and random schedules.
+//! scale to zero, drains, the lifecycle's defects of docs/behaviour.md §11, and random schedules.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod client_disconnect;
 mod cold_start_coalescing;
+mod cold_start_ownership;
 mod drain;
 mod draining_replicas;
 mod flight_healing;

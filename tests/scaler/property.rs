@@ -4,7 +4,7 @@
 //! zero with short idle periods, drains, and whole runtimes shut down under running flights.
 //! After each schedule:
 //!
-//! - every request still alive got exactly one response, with a status of the contract;
+//! - every request still alive got exactly one response, with a status docs/behaviour.md gives;
 //! - a request was forwarded (once) if and only if it got the inner service's 200;
 //! - nothing was forwarded after its readiness deadline;
 //! - no function was scaled to zero while a response of it was still open;

@@ -15,11 +15,12 @@ use tracing::Instrument;
 
 use super::{Lifecycle, Record, Trust};
 use crate::scaler::flight::{Flight, Outcome, Ready};
-use crate::single_flight::FlightContext;
-use crate::util::{ErrorChain, Millis};
+use crate::single_flight::{FlightContext, KeepAlive};
+use crate::util::{far_instant, ErrorChain, Millis};
 use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
 
 pub(super) type FlightCx = FlightContext<FunctionId, Outcome, Flight>;
+pub(super) type FlightKeepAlive = KeepAlive<FunctionId, Outcome, Flight>;
 
 /// `work`'s output; or, if a push releases the flight first, the flight ends with that state.
 macro_rules! or_released {
@@ -32,13 +33,16 @@ macro_rules! or_released {
 }
 
 impl Lifecycle {
-    /// The flight's task. It has no deadline of its own: it runs while a request waits on it
-    /// (each with its own deadline, swept here) or while a `set_replicas` it sent is under
-    /// way.
+    /// The flight's task. It belongs to the scaler, not to its requests (it holds
+    /// `keep_alive`): once begun it runs to its own outcome (ready, failure), or until no
+    /// request waits and the deadline of the last one that joined has passed, whatever its
+    /// requests do meanwhile (a waiting page shown, a disconnect, an outer timeout). Each
+    /// waiter's deadline is swept here.
     pub(super) async fn cold_start(
         self: Arc<Self>,
         function: FunctionId,
         context: FlightCx,
+        keep_alive: FlightKeepAlive,
     ) -> Outcome {
         let started = Instant::now();
         let flight = Arc::clone(context.state());
@@ -46,9 +50,14 @@ impl Lifecycle {
             flight.confirmed(&function);
         }
         let outcome = tokio::select! {
-            outcome = self.bring_up(&function, &context, &flight) => outcome,
+            outcome = self.bring_up(&function, &flight) => outcome,
+            () = self.abandoned(&context, &flight) => {
+                tracing::debug!(function = %function, "cold start ended: no request waits for it");
+                return Err(ScaleError::interrupted(function, self.config.retry_after()));
+            }
             never = flight.deadlines().run() => match never {},
         };
+        drop(keep_alive);
         // However it ended, a push that released it wins (it is never later than the end).
         let outcome = match (outcome, flight.released()) {
             (Err(_), Some(ready)) => Ok(ready.clone()),
@@ -56,6 +65,34 @@ impl Lifecycle {
         };
         self.report(&function, &flight, started, &outcome);
         outcome
+    }
+
+    /// Resolves once nobody is left to serve: no request waits, and either none was ever
+    /// admitted (a refresh whose requests left, or a cold start whose every request was
+    /// refused: it must not touch the platform) or the deadline of the last one that joined
+    /// has passed.
+    async fn abandoned(&self, context: &FlightCx, flight: &Flight) {
+        loop {
+            let left = context.caller_left();
+            tokio::pin!(left);
+            left.as_mut().enable();
+            let now = Instant::now();
+            let latest = flight.deadlines().latest();
+            let served_all = !flight.was_admitted() || latest.is_none_or(|at| now >= at);
+            if served_all && context.callers() == 0 {
+                return;
+            }
+            match latest.filter(|&at| at > now) {
+                // Looked at again when the last deadline passes, or when a caller leaves.
+                Some(at) => {
+                    tokio::select! {
+                        () = sleep_until(at) => {}
+                        () = left => {}
+                    }
+                }
+                None => left.await,
+            }
+        }
     }
 
     /// Activity, metrics and the log line of a flight that ended.
@@ -98,12 +135,7 @@ impl Lifecycle {
         }
     }
 
-    async fn bring_up(
-        self: &Arc<Self>,
-        function: &FunctionId,
-        context: &FlightCx,
-        flight: &Flight,
-    ) -> Outcome {
+    async fn bring_up(self: &Arc<Self>, function: &FunctionId, flight: &Flight) -> Outcome {
         let config = &self.config;
         let mut failures = 0;
 
@@ -136,38 +168,37 @@ impl Lifecycle {
         if trust == Trust::Ready {
             return Ok(Ready::now(state, flight.is_cold()));
         }
-        if self.is_draining() {
-            // A drain refuses new cold starts; warm functions were served above.
+        if self.is_draining() && !flight.has_waiter_from_before_drain() {
+            // A drain refuses cold starts that begin after it (warm functions were served
+            // above); one that a request waited for before the drain goes on.
             return Err(ScaleError::shutting_down(
                 function.clone(),
                 config.retry_after(),
             ));
         }
-        flight.mark_cold();
+        flight.mark_starting();
         // Only for a waiter that holds a place under the total limit: if every one is refused
         // they leave, and the flight is aborted here without having touched the platform.
         or_released!(flight, flight.some_admitted());
 
         // Scale up unless the platform is scaling already, or this scaler asked and has not
         // seen its request take effect yet (a read right after a write may show desired 0).
-        // A flight sends at most one successful `set_replicas`.
-        let mut sent = false;
+        let deadline = config.readiness_deadline();
+        // When this flight last wrote successfully: it writes again at most once per
+        // readiness deadline.
+        let mut written_at: Option<Instant> = None;
         let mut look_now = false;
         if (state.desired_replicas == 0 || !record.trusts_ready())
-            && !record.recently_asked(Instant::now(), config.readiness_deadline())
+            && !record.recently_asked(Instant::now(), deadline)
         {
-            if let Some(ready) = self
-                .scale_up(function, context, flight, &record, &state)
-                .await?
-            {
+            if let Some(ready) = self.scale_up(function, flight, &record, &state).await? {
                 return Ok(ready);
             }
-            sent = true;
+            written_at = Some(Instant::now());
             // Look once without waiting: a fast platform should not cost a poll interval.
             look_now = true;
         }
 
-        let waiting_since = Instant::now();
         // Wait: a poll per interval on a fixed schedule; a push for this function ends the
         // wait at once. Pushes for other functions never reach this flight.
         let mut next_poll = Instant::now() + config.poll_interval();
@@ -189,21 +220,28 @@ impl Lifecycle {
                     if trust == Trust::Ready {
                         return Ok(Ready::now(state, true));
                     }
-                    // This flight skipped its scale-up on the strength of an earlier request,
-                    // and a whole readiness deadline later the platform still wants 0: that
-                    // request was lost, not lagging. (Steady traffic can keep one flight going
-                    // for longer than any deadline.)
-                    if !sent
-                        && state.desired_replicas == 0
-                        && waiting_since.elapsed() >= config.readiness_deadline()
+                    // The platform wants 0 and no scale-up is pending: the one this flight
+                    // relied on failed (another flight's write), or a whole readiness deadline
+                    // has passed since it was sent and it never showed (lost, or undone by an
+                    // operator or a GitOps sync). Sent again, at most once per deadline:
+                    // steady traffic can keep one flight going for longer than any deadline.
+                    let now = Instant::now();
+                    if state.desired_replicas == 0
+                        && !record.recently_asked(now, deadline)
+                        && written_at.is_none_or(|at| now >= far_instant(at, deadline))
                     {
-                        if let Some(ready) = self
-                            .scale_up(function, context, flight, &record, &state)
-                            .await?
+                        if written_at.is_some() {
+                            tracing::info!(
+                                function = %function,
+                                "the scale-up of {function} did not take or was undone: sending it again"
+                            );
+                        }
+                        if let Some(ready) =
+                            self.scale_up(function, flight, &record, &state).await?
                         {
                             return Ok(ready);
                         }
-                        sent = true;
+                        written_at = Some(Instant::now());
                         look_now = true;
                     }
                 }
@@ -224,7 +262,6 @@ impl Lifecycle {
     async fn scale_up(
         self: &Arc<Self>,
         function: &FunctionId,
-        context: &FlightCx,
         flight: &Flight,
         record: &Arc<Record>,
         state: &ServiceQueryResponse,
@@ -232,10 +269,6 @@ impl Lifecycle {
         let target = state.scale_target();
         let mut failures = 0;
         loop {
-            if context.callers() == 0 {
-                // Every waiter has left and the flight's abort is on its way: send nothing.
-                return std::future::pending().await;
-            }
             let write = self.spawn_write(function, record, target);
             let written = match unless_released(flight, write).await {
                 Ok(written) => written,

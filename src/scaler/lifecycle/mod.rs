@@ -56,7 +56,7 @@ pub(crate) mod requests;
 mod scale_down;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -65,6 +65,7 @@ pub use self::record::Phase;
 pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
 use self::scale_down::Reaper;
 use super::flight::{Flight, Outcome, Ready};
+use super::place::Holds;
 use super::provider_calls::ProviderCalls;
 use crate::activity::ActivityStore;
 use crate::cache::FunctionCacher;
@@ -85,10 +86,9 @@ pub(crate) struct Lifecycle {
     gone: TtlMap<()>,
     /// One flight per function at a time.
     pub(crate) flights: SingleFlight<FunctionId, Outcome, Flight>,
-    /// Requests waiting for cold functions, all together.
-    pub(crate) held: AtomicUsize,
-    /// The bytes they keep, all together.
-    pub(crate) held_bytes: AtomicUsize,
+    /// Requests waiting for cold functions (or for a paced release), all together, and the
+    /// bytes they keep.
+    pub(crate) holds: Arc<Holds>,
     pub(crate) calls: ProviderCalls,
     /// Scale to zero on: requests in flight are counted and idle functions scaled down.
     pub(crate) tracking: bool,
@@ -113,8 +113,7 @@ impl Lifecycle {
             records: Records::new(config.cache_capacity().max(1_000)),
             gone: TtlMap::new(config.not_found_ttl(), config.not_found_capacity()),
             flights: SingleFlight::new(),
-            held: AtomicUsize::new(0),
-            held_bytes: AtomicUsize::new(0),
+            holds: Arc::default(),
             calls: ProviderCalls::new(&config),
             tracking: config.scale_to_zero(),
             activity_store,
@@ -232,7 +231,7 @@ impl fmt::Debug for Lifecycle {
             .field("config", &self.config)
             .field("functions", &self.records.len())
             .field("flights", &self.flights.len())
-            .field("held", &self.held.load(Ordering::Relaxed))
+            .field("held", &self.holds.count())
             .finish_non_exhaustive()
     }
 }

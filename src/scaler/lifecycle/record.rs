@@ -299,11 +299,18 @@ impl Record {
         let idle = now_ms.saturating_sub(self.last_end.load(Ordering::Acquire));
         self.in_flight.load(Ordering::SeqCst) == 0
             && idle >= after.as_millis() as u64
-            && (self.policy() == IdlePolicy::Never || self.phase() == Phase::Cold)
-            && !matches!(
-                self.phase(),
-                Phase::ScalingUp | Phase::ScalingDown | Phase::ScaledDown
-            )
+            && !self.has_obligation()
+    }
+
+    /// Whether forgetting the record would lose something the scaler owes: an opted-in
+    /// function that must be scaled to zero, a scale-down whose "ready" reads must not be
+    /// trusted, a scale-up under way (forgotten, a second write would follow).
+    pub(crate) fn has_obligation(&self) -> bool {
+        let phase = self.phase();
+        matches!(
+            phase,
+            Phase::ScalingUp | Phase::ScalingDown | Phase::ScaledDown
+        ) || (phase == Phase::Warm && self.policy() != IdlePolicy::Never)
     }
 
     /// `Warm` → `ScalingDown`, unless a request is in flight (then nothing changes and the
@@ -353,6 +360,20 @@ impl Record {
         }
         slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
         slow.scale_down_failures
+    }
+
+    /// `ScalingDown` → `Cold`: the scale-down's call timed out, so it may have happened. The
+    /// last known ready state is dropped (stale-if-error must not forward to zero replicas)
+    /// and the next read or push decides; no new attempt for `pause`.
+    pub(crate) fn scale_down_uncertain(&self, pause: Duration) {
+        let mut slow = lock(&self.slow);
+        if self.phase() == Phase::ScalingDown {
+            self.set_phase(Phase::Cold);
+        }
+        slow.scale_down_failures += 1;
+        slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+        slow.last_ready = None;
+        slow.outage = None;
     }
 
     /// No scale-down for `pause` (nothing else changes): another gateway served it recently,
@@ -565,8 +586,9 @@ impl Records {
     }
 
     /// The record of `function`, made if it has none; a full map first drops the
-    /// oldest-inserted record that `unused` allows (a few tries: a busy map may overflow a
-    /// little rather than scan).
+    /// oldest-inserted record that `unused` allows and that carries no obligation (a few
+    /// tries: a busy map may overflow rather than scan, and records that carry obligations
+    /// are never dropped to make room).
     pub(crate) fn get_or_insert(
         &self,
         function: &FunctionId,
@@ -589,7 +611,14 @@ impl Records {
                 let Some(oldest) = order.pop_front() else {
                     break;
                 };
-                let removed = self.map.remove_if(&oldest, |_, record| unused(record));
+                if oldest == *function {
+                    // Never the record this call is about to hand out.
+                    order.push_back(oldest);
+                    continue;
+                }
+                let removed = self.map.remove_if(&oldest, |_, record| {
+                    unused(record) && !record.has_obligation()
+                });
                 if removed.is_none() && self.map.contains_key(&oldest) {
                     order.push_back(oldest);
                 }
@@ -743,5 +772,30 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert!(records.get(id(0).as_function_ref()).is_some(), "in use");
         assert!(records.get(id(1).as_function_ref()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_map_never_drops_a_record_that_carries_an_obligation() {
+        let records = Records::new(2);
+        let id = |n: u32| FunctionId::new(&format!("f{n}"), "ns").unwrap();
+        let unused = |r: &Record| r.in_flight() == 0;
+        // An idle function opted in to scale to zero, a scale-down marker, a write under way.
+        let opted_in = records.get_or_insert(&id(0), unused);
+        opted_in.seen(
+            &ServiceQueryResponse::new(1, 1).scale_to_zero(IdlePolicy::AfterDefault),
+            Instant::now(),
+        );
+        let scaled_down = records.get_or_insert(&id(1), unused);
+        scaled_down.seen(&ServiceQueryResponse::new(1, 1), Instant::now());
+        assert!(scaled_down.begin_scale_down());
+        scaled_down.scaled_down();
+        let scaling_up = records.get_or_insert(&id(2), unused);
+        scaling_up.scale_up_sent(Instant::now());
+        for n in 3..10 {
+            records.get_or_insert(&id(n), unused);
+        }
+        for n in 0..3 {
+            assert!(records.get(id(n).as_function_ref()).is_some(), "f{n} kept");
+        }
     }
 }

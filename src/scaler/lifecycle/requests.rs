@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::{ActivityGuard, Lifecycle, Record};
 use crate::function::FunctionRef;
 use crate::scaler::waiters::{Waited, Waiter};
+use crate::scaler::HoldPlace;
 use crate::single_flight::FlightError;
 use crate::util::ErrorChain;
 use crate::{FunctionId, ScaleError, ServiceQueryResponse};
@@ -34,6 +35,9 @@ pub(crate) struct Released {
     pub(crate) cold_since: Option<Instant>,
     /// With scale to zero on, the request's place among the function's requests in flight.
     pub(crate) guard: Option<ActivityGuard>,
+    /// Its place under the total hold limits, if it waited for a cold start: kept until the
+    /// request is forwarded (a paced release may hold it a while longer).
+    pub(crate) place: Option<HoldPlace>,
 }
 
 /// How [`Lifecycle::track`] admits a request the scaler found ready.
@@ -190,14 +194,21 @@ impl Lifecycle {
                 self.serve_stale(function)
             };
             if let Some(state) = known {
+                let released = |guard| Released {
+                    state,
+                    cold_since: None,
+                    guard,
+                    place: None,
+                };
                 match self.track(function) {
-                    Tracked::Untracked => return Ok(released(state, None, None)),
-                    Tracked::Guard(guard) => return Ok(released(state, None, Some(guard))),
+                    Tracked::Untracked => return Ok(released(None)),
+                    Tracked::Guard(guard) => return Ok(released(Some(guard))),
                     Tracked::ScalingDown => {}
                 }
             }
         }
         let arrival = Instant::now();
+        let arrived_draining = self.is_draining();
         let mut healed = false;
         let mut scaled_down_meanwhile = 0;
         loop {
@@ -205,12 +216,13 @@ impl Lifecycle {
                 // In a block: moved into the flight, they must not keep room in this future.
                 let lifecycle = Arc::clone(self);
                 let id = function.clone();
-                self.flights.try_join_with(
+                self.flights.try_join_owned(
                     function.clone(),
                     config.max_held_per_function(),
-                    move |context| {
+                    move |context, keep_alive| {
                         let span = context.state().span(&id).clone();
-                        async move { lifecycle.cold_start(id, context).await }.instrument(span)
+                        async move { lifecycle.cold_start(id, context, keep_alive).await }
+                            .instrument(span)
                     },
                 )
             };
@@ -231,10 +243,12 @@ impl Lifecycle {
                     current.follows_from(state.span(function));
                 }
             }
-            let waited = {
+            let (waited, place) = {
                 // Polled in place (no nested future): this state lives in every held request.
-                let mut waiter = Waiter::new(self, &arrival, bytes);
-                std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await
+                let mut waiter = Waiter::new(self, &arrival, bytes, arrived_draining);
+                let waited =
+                    std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await;
+                (waited, waiter.hand_on_place())
             };
             match waited {
                 Waited::TimedOut(last_error) => {
@@ -253,11 +267,15 @@ impl Lifecycle {
                         crate::telemetry::stale_serve(function);
                     }
                     let cold_since = ready.cold.then_some(arrival);
+                    let released = |guard| Released {
+                        state: ready.state,
+                        cold_since,
+                        guard,
+                        place,
+                    };
                     match self.track(function) {
-                        Tracked::Untracked => return Ok(released(ready.state, cold_since, None)),
-                        Tracked::Guard(guard) => {
-                            return Ok(released(ready.state, cold_since, Some(guard)))
-                        }
+                        Tracked::Untracked => return Ok(released(None)),
+                        Tracked::Guard(guard) => return Ok(released(Some(guard))),
                         // A scale-down began since the release (only possible with an idle
                         // period shorter than a cold start): wait for a fresh scale-up, a few
                         // times.
@@ -305,18 +323,6 @@ impl Lifecycle {
             .stale(Instant::now(), window)?;
         crate::telemetry::stale_serve(function);
         Some(state)
-    }
-}
-
-fn released(
-    state: ServiceQueryResponse,
-    cold_since: Option<Instant>,
-    guard: Option<ActivityGuard>,
-) -> Released {
-    Released {
-        state,
-        cold_since,
-        guard,
     }
 }
 

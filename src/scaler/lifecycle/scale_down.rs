@@ -10,14 +10,11 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
-use super::cold_start::FlightCx;
+use super::cold_start::{FlightCx, FlightKeepAlive};
 use super::{Lifecycle, Record};
 use crate::scaler::flight::{Outcome, Ready};
-use crate::single_flight::KeepAlive;
 use crate::util::{lock, ErrorChain, Millis};
 use crate::{FunctionId, ServiceQueryResponse};
-
-type FlightKeepAlive = KeepAlive<FunctionId, Outcome, crate::scaler::flight::Flight>;
 
 /// The idle reaper's task: started by the first tracked request made inside a runtime (so a
 /// scaler can be built outside one), started again on the current runtime when the one that
@@ -184,12 +181,12 @@ impl Lifecycle {
             () = self.scale_to_zero(&function, &record, idle) => {}
             never = flight.deadlines().run() => match never {},
         }
-        drop(keep_alive);
         if context.callers() > 0 {
             // Requests arrived meanwhile: a fresh scale-up if the function went to zero, else
-            // a refresh that finds it warm.
-            return self.cold_start(function, context).await;
+            // a refresh that finds it warm. It belongs to the scaler as any cold start does.
+            return self.cold_start(function, context, keep_alive).await;
         }
+        drop(keep_alive);
         // Not ready: a request that joins just now is sent to a fresh flight.
         Ok(Ready::now(ServiceQueryResponse::new(0, 0), false))
     }
@@ -237,7 +234,13 @@ impl Lifecycle {
                 let pause = every
                     .saturating_mul(1 << failures.min(6).saturating_sub(1))
                     .min(idle);
-                record.scale_down_abandoned(pause, true);
+                if err.is_timeout() {
+                    // The write may have reached the platform: "ready" is not known any more
+                    // until a read or a push says so again (nothing is served stale from it).
+                    record.scale_down_uncertain(pause);
+                } else {
+                    record.scale_down_abandoned(pause, true);
+                }
                 crate::telemetry::scale_down(function, "failed");
                 tracing::warn!(
                     function = %function,

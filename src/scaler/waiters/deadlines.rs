@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub(crate) struct Deadlines {
     queue: Mutex<Queue>,
     /// A deadline earlier than any queued one arrived: the sweeper re-arms its timer.
     earlier: Notify,
+    /// The latest deadline ever registered (ms after the epoch; 0: none): a flight whose
+    /// waiters have all left runs until then.
+    latest: AtomicU64,
 }
 
 #[derive(Default)]
@@ -56,6 +60,7 @@ impl Default for Deadlines {
             epoch: Instant::now(),
             queue: Mutex::default(),
             earlier: Notify::new(),
+            latest: AtomicU64::new(0),
         }
     }
 }
@@ -71,6 +76,7 @@ impl Deadlines {
     /// Queues a waiter whose deadline is `at`, to be woken through `waker` then.
     pub(crate) fn register(&self, at: Instant, waker: &Waker) -> Ticket {
         let at = self.millis(at);
+        self.latest.fetch_max(at.max(1), Ordering::AcqRel);
         let mut queue = lock(&self.queue);
         // Wrapping is harmless: a slot is reused long before 2^32 generations pass.
         queue.next_generation = queue.next_generation.wrapping_add(1);
@@ -110,6 +116,17 @@ impl Deadlines {
             self.earlier.notify_one();
         }
         Ticket { index, generation }
+    }
+
+    /// The latest deadline a waiter ever registered, if any did.
+    pub(crate) fn latest(&self) -> Option<Instant> {
+        match self.latest.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(crate::util::far_instant(
+                self.epoch,
+                Duration::from_millis(ms),
+            )),
+        }
     }
 
     /// Whether `ticket`'s deadline has passed; otherwise keeps its waker current.

@@ -17,13 +17,19 @@ pub(crate) use self::deadlines::Deadlines;
 use self::deadlines::Ticket;
 use super::flight::{Flight, Outcome};
 use super::lifecycle::Lifecycle;
-use super::place::{Place, Places};
+use super::place::{Full, HoldPlace};
 use crate::single_flight::FlightError;
 use crate::util::far_instant;
-use crate::{FunctionId, QueryError, ScaleError};
+use crate::{FunctionId, QueryError, ScaleError, ScalingConfig};
 
 /// The caller's share of a function's flight.
 pub(crate) type FlightHandle = crate::single_flight::Flight<FunctionId, Outcome, Flight>;
+
+/// Why a waiter gets no place.
+enum Refusal {
+    Draining,
+    Full(&'static str, usize),
+}
 
 /// How one request's wait ended.
 pub(crate) enum Waited {
@@ -35,23 +41,36 @@ pub(crate) enum Waited {
 }
 
 /// One request waiting on a flight. It takes its deadline slot on its first poll and its place
-/// under the total hold limit once the flight knows the function is cold; dropping it gives
-/// both back at once, with the waker it left.
+/// under the hold limits once the flight knows the function is cold; dropping it gives
+/// back its slot, its waker and its share of the flight's per-function counts at once, and
+/// its place unless [`take_place`](Self::take_place) handed it on.
 pub(crate) struct Waiter<'a> {
     lifecycle: &'a Lifecycle,
     /// Its own arrival: the deadline counts from here, also after it moved to a fresh flight.
     arrival: &'a Instant,
     flight: Option<Arc<Flight>>,
     ticket: Option<Ticket>,
-    place: Option<Place<'a>>,
+    place: Option<HoldPlace>,
     /// What the request keeps, in bytes: counted under both byte limits while it has a place.
     bytes: usize,
+    /// Counted among the flight's admitted waiters (and its bytes).
+    admitted: bool,
     /// The flight ended: its deadline queue went with it, so there is nothing to cancel.
     flight_ended: bool,
+    /// A drain had begun when the request arrived: it may not begin a cold start.
+    arrived_draining: bool,
+    /// Refused a place (hold limits, a drain): a flight whose every waiter was refused must
+    /// not touch the platform.
+    refused: bool,
 }
 
 impl<'a> Waiter<'a> {
-    pub(crate) fn new(lifecycle: &'a Lifecycle, arrival: &'a Instant, bytes: usize) -> Self {
+    pub(crate) fn new(
+        lifecycle: &'a Lifecycle,
+        arrival: &'a Instant,
+        bytes: usize,
+        arrived_draining: bool,
+    ) -> Self {
         Self {
             lifecycle,
             arrival,
@@ -59,12 +78,15 @@ impl<'a> Waiter<'a> {
             ticket: None,
             place: None,
             bytes,
+            admitted: false,
             flight_ended: false,
+            arrived_draining,
+            refused: false,
         }
     }
 
-    /// The flight's result, unless the deadline passes first or the flight turns cold while no place is free. The flight is polled
-    /// first: a released waiter leaves at once.
+    /// The flight's result, unless the deadline passes first or the flight turns cold while
+    /// no place is free. The flight is polled first: a released waiter leaves at once.
     pub(crate) fn poll(
         &mut self,
         function: &FunctionId,
@@ -83,15 +105,14 @@ impl<'a> Waiter<'a> {
             }
             return Poll::Ready(Waited::Done(out));
         }
-        if lifecycle.drain_expired.load(Ordering::Acquire) {
-            return Poll::Ready(Waited::Refused(ScaleError::shutting_down(
-                function.clone(),
-                config.retry_after(),
-            )));
-        }
         if self.flight.is_none() {
             match handle.state() {
-                Some(flight) => self.flight = Some(flight),
+                Some(flight) => {
+                    if !self.arrived_draining {
+                        flight.joined_before_drain();
+                    }
+                    self.flight = Some(flight);
+                }
                 None => {
                     // Ended between the poll and the look-up: its result is there next time.
                     cx.waker().wake_by_ref();
@@ -108,39 +129,74 @@ impl<'a> Waiter<'a> {
                 }
             }
         }
-        if self.place.is_none() && flight.is_cold() {
-            if lifecycle.is_draining() {
-                // A drain refuses new cold starts: a request that has no place yet is one.
-                return Poll::Ready(Waited::Refused(ScaleError::shutting_down(
-                    function.clone(),
-                    config.retry_after(),
-                )));
-            }
-            let refused = |scope, limit| {
-                Poll::Ready(Waited::Refused(ScaleError::overloaded(
-                    function.clone(),
-                    scope,
-                    limit,
-                    config.retry_after(),
-                )))
-            };
-            let Some(place) = Place::take(&lifecycle.held, config.max_held_total()) else {
-                return refused("total", config.max_held_total());
-            };
-            let limit = config.max_held_bytes_total();
-            let Some(bytes) = Places::take(&lifecycle.held_bytes, self.bytes, limit) else {
-                return refused("total bytes", limit);
-            };
-            let limit = config.max_held_bytes_per_function();
-            if !flight.take_bytes(self.bytes, limit) {
-                return refused("per-function bytes", limit);
-            }
-            self.place = Some(place);
-            // Given back with the place (in `drop`).
-            std::mem::forget(bytes);
-            flight.admit();
+        // A refresh of a warm function is never refused: neither by the hold limits nor by a
+        // drain, also once its budget is spent.
+        if !flight.is_cold() {
+            return Poll::Pending;
         }
-        Poll::Pending
+        if self.admitted {
+            if lifecycle.drain_expired.load(Ordering::Acquire) {
+                return self.refuse(ScaleError::shutting_down(
+                    function.clone(),
+                    config.retry_after(),
+                ));
+            }
+            return Poll::Pending;
+        }
+        match self.take_place(flight, config) {
+            Ok(place) => {
+                self.place = Some(place);
+                self.admitted = true;
+                flight.admit();
+                Poll::Pending
+            }
+            Err(refusal) => {
+                let error = match refusal {
+                    Refusal::Draining => {
+                        ScaleError::shutting_down(function.clone(), config.retry_after())
+                    }
+                    Refusal::Full(scope, limit) => {
+                        ScaleError::overloaded(function.clone(), scope, limit, config.retry_after())
+                    }
+                };
+                self.refuse(error)
+            }
+        }
+    }
+
+    /// A place under the hold limits for a request that waits for a cold start, unless a
+    /// drain refuses it (its budget is spent, or it began before the request arrived: the
+    /// request's cold start would begin after it).
+    fn take_place(&self, flight: &Flight, config: &ScalingConfig) -> Result<HoldPlace, Refusal> {
+        if self.arrived_draining || self.lifecycle.drain_expired.load(Ordering::Acquire) {
+            return Err(Refusal::Draining);
+        }
+        let place = HoldPlace::take(
+            &self.lifecycle.holds,
+            self.bytes,
+            config.max_held_total(),
+            config.max_held_bytes_total(),
+        )
+        .map_err(|full| match full {
+            Full::Count => Refusal::Full("total", config.max_held_total()),
+            Full::Bytes => Refusal::Full("total bytes", config.max_held_bytes_total()),
+        })?;
+        let limit = config.max_held_bytes_per_function();
+        if !flight.take_bytes(self.bytes, limit) {
+            return Err(Refusal::Full("per-function bytes", limit));
+        }
+        Ok(place)
+    }
+
+    fn refuse(&mut self, error: ScaleError) -> Poll<Waited> {
+        self.refused = true;
+        Poll::Ready(Waited::Refused(error))
+    }
+
+    /// Hands on the request's place under the total hold limits (a released request keeps it
+    /// until it is forwarded).
+    pub(crate) fn hand_on_place(&mut self) -> Option<HoldPlace> {
+        self.place.take()
     }
 
     fn last_error(&self) -> Option<QueryError> {
@@ -156,12 +212,12 @@ impl Drop for Waiter<'_> {
         if let Some(ticket) = self.ticket.take() {
             if !self.flight_ended {
                 flight.deadlines().cancel(&ticket);
+                if !self.admitted && !self.refused {
+                    flight.departed_unrefused();
+                }
             }
         }
-        if self.place.is_some() {
-            self.lifecycle
-                .held_bytes
-                .fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.admitted {
             flight.give_bytes(self.bytes);
             flight.leave();
         }
