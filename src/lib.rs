@@ -44,13 +44,13 @@
 //! [`ErrorResponder`], [`DefaultResponder`]), [`ReadinessNotifier`] and [`FunctionId`].
 //! Everything else lives in its module:
 //!
-//! - [`middleware`]: the layer, its [`future::ResponseFuture`](middleware::future::ResponseFuture)
-//!   and the [`ColdStart`](middleware::ColdStart) request extension.
+//! - [`middleware`]: the layer, its [`future::ResponseFuture`](middleware::future::ResponseFuture),
+//!   the [`ColdStart`](middleware::ColdStart) request extension and
+//!   [`UpgradeActivity`](middleware::UpgradeActivity).
 //! - [`scaler`]: the algorithm without HTTP; [`Stats`](scaler::Stats) and the
 //!   [`Phase`](scaler::Phase) of each function.
 //! - [`query`]: the platform interface.
-//! - [`activity`]: [`ActivityStore`](activity::ActivityStore), shared by several gateways, and
-//!   [`UpgradeActivity`](activity::UpgradeActivity).
+//! - [`activity`]: [`ActivityStore`](activity::ActivityStore), shared by several gateways.
 //! - [`cache`]: [`FunctionCacher`](cache::FunctionCacher) and its default
 //!   [`TtlCache`](cache::TtlCache).
 //! - [`single_flight`]: [`SingleFlight`](single_flight::SingleFlight), one computation per

@@ -22,7 +22,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tower_scale_from_zero::activity::UpgradeActivity;
+use tower_scale_from_zero::middleware::UpgradeActivity;
 
 /// Errors of bodies passing through.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

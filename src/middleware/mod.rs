@@ -44,6 +44,7 @@ pub mod future;
 mod layer;
 pub mod pacing;
 mod service;
+mod upgrade;
 
 pub use self::clients::WaitingPage;
 pub use self::cold_start::ColdStart;
@@ -51,6 +52,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::ScaleFromZeroLayer;
 pub use self::pacing::PacedRelease;
 pub use self::service::ScaleFromZero;
+pub use self::upgrade::UpgradeActivity;
 
 /// What the layer itself keeps for each held request, beyond the request: its boxed wait,
 /// the waiter's bookkeeping and the deadline entry (`benches/held_memory.rs` measures 257

@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::waiters::Deadlines;
+use super::deadlines::Deadlines;
 use crate::util::lock;
 use crate::{FunctionId, QueryError, ServiceQueryResponse};
 

@@ -21,12 +21,13 @@
 //! never joined again, and background work (the idle reaper) starts again on the runtime of
 //! the next request.
 
+mod deadlines;
 mod flight;
 mod lifecycle;
 mod notifier;
 mod place;
 mod provider_calls;
-mod waiters;
+mod waiter;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,7 +42,6 @@ pub(crate) use self::lifecycle::ActivityGuard;
 use self::lifecycle::Lifecycle;
 pub use self::lifecycle::Phase;
 pub use self::notifier::ReadinessNotifier;
-pub(crate) use self::place::HoldPlace;
 use crate::activity::ActivityStore;
 use crate::cache::FunctionCacher;
 use crate::cache::TtlCache;
@@ -212,7 +212,7 @@ impl FunctionScaler {
             stats.warm = lifecycle.cache.is_ready(id.as_function_ref());
         }
         Stats {
-            held: lifecycle.holds.count(),
+            held: lifecycle.holding.holds.count(),
             flights: lifecycle.flights.len(),
             provider_calls: lifecycle.calls.in_flight(),
             functions,
@@ -263,7 +263,10 @@ impl FunctionScaler {
                 "drain budget of {} spent: answering the requests still waiting with 503",
                 crate::util::Millis(budget)
             );
-            lifecycle.drain_expired.store(true, Ordering::Release);
+            lifecycle
+                .holding
+                .drain_expired
+                .store(true, Ordering::Release);
             for flight in lifecycle.flights.states() {
                 flight.deadlines().wake_all();
             }

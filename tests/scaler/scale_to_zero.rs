@@ -317,7 +317,7 @@ async fn the_reaper_stops_with_its_scaler() {
 
 #[tokio::test(start_paused = true)]
 async fn an_upgraded_connection_keeps_its_function_up_until_it_closes() {
-    use tower_scale_from_zero::activity::UpgradeActivity;
+    use tower_scale_from_zero::middleware::UpgradeActivity;
     let gw = Streams::new(config(), &[("ws", idle_after(secs(60)))]);
     // The forwarding service answers 101 and keeps the upgrade's activity for as long as
     // "the tunnel" lives (here: until the test drops it), as a proxy's tunnel task would.

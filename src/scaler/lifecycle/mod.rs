@@ -45,8 +45,9 @@
 //! Requests ([`requests`]) take the warm path, or join the function's flight
 //! ([`SingleFlight`]): one task per function at a time, that brings it up
 //! ([`cold_start`](Lifecycle::cold_start)) or takes it down
-//! ([`scale_down`](Lifecycle::scale_down)); the waiters and their deadlines live in
-//! [`waiters`](super::waiters). Pushes ([`ReadinessNotifier`](crate::ReadinessNotifier)) move a
+//! ([`scale_down`](Lifecycle::scale_down)); a request's wait lives in
+//! [`waiter`](super::waiter), the deadlines of a flight's waiters in
+//! [`deadlines`](super::deadlines). Pushes ([`ReadinessNotifier`](crate::ReadinessNotifier)) move a
 //! record directly and release the flight's waiters. The idle reaper looks for functions due
 //! for scale to zero.
 
@@ -65,8 +66,8 @@ pub use self::record::Phase;
 pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
 use self::scale_down::Reaper;
 use super::flight::{Flight, Outcome, Ready};
-use super::place::Holds;
 use super::provider_calls::ProviderCalls;
+use super::waiter::Holding;
 use crate::activity::ActivityStore;
 use crate::cache::FunctionCacher;
 use crate::cache::TtlMap;
@@ -86,9 +87,9 @@ pub(crate) struct Lifecycle {
     gone: TtlMap<()>,
     /// One flight per function at a time.
     pub(crate) flights: SingleFlight<FunctionId, Outcome, Flight>,
-    /// Requests waiting for cold functions (or for a paced release), all together, and the
-    /// bytes they keep.
-    pub(crate) holds: Arc<Holds>,
+    /// What every waiter shares: the limits, the requests held and their bytes, whether a
+    /// drain's budget is spent.
+    pub(crate) holding: Holding,
     pub(crate) calls: ProviderCalls,
     /// Scale to zero on: requests in flight are counted and idle functions scaled down.
     pub(crate) tracking: bool,
@@ -97,7 +98,6 @@ pub(crate) struct Lifecycle {
     /// Draining: no new cold start; and once the drain's budget is spent, waiting requests
     /// are answered 503.
     pub(crate) draining: AtomicBool,
-    pub(crate) drain_expired: AtomicBool,
 }
 
 impl Lifecycle {
@@ -113,13 +113,12 @@ impl Lifecycle {
             records: Records::new(config.cache_capacity().max(1_000)),
             gone: TtlMap::new(config.not_found_ttl(), config.not_found_capacity()),
             flights: SingleFlight::new(),
-            holds: Arc::default(),
+            holding: Holding::new(config.clone()),
             calls: ProviderCalls::new(&config),
             tracking: config.scale_to_zero(),
             activity_store,
             reaper: Reaper::default(),
             draining: AtomicBool::new(false),
-            drain_expired: AtomicBool::new(false),
             config,
         }
     }
@@ -231,7 +230,7 @@ impl fmt::Debug for Lifecycle {
             .field("config", &self.config)
             .field("functions", &self.records.len())
             .field("flights", &self.flights.len())
-            .field("held", &self.holds.count())
+            .field("held", &self.holding.holds.count())
             .finish_non_exhaustive()
     }
 }

@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::{ActivityGuard, Lifecycle, Record};
 use crate::function::FunctionRef;
-use crate::scaler::waiters::{Waited, Waiter};
-use crate::scaler::HoldPlace;
+use crate::scaler::place::HoldPlace;
+use crate::scaler::waiter::{Waited, Waiter};
 use crate::single_flight::FlightError;
 use crate::util::ErrorChain;
 use crate::{FunctionId, ScaleError, ServiceQueryResponse};
@@ -245,7 +245,7 @@ impl Lifecycle {
             }
             let (waited, place) = {
                 // Polled in place (no nested future): this state lives in every held request.
-                let mut waiter = Waiter::new(self, &arrival, bytes, arrived_draining);
+                let mut waiter = Waiter::new(&self.holding, &arrival, bytes, arrived_draining);
                 let waited =
                     std::future::poll_fn(|cx| waiter.poll(function, &mut flight, cx)).await;
                 (waited, waiter.hand_on_place())

@@ -3,27 +3,42 @@
 //! leaves, however it leaves (released, timed out, refused, or dropped mid-wait when its
 //! client goes away).
 
-mod deadlines;
-
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-pub(crate) use self::deadlines::Deadlines;
-use self::deadlines::Ticket;
+use super::deadlines::Ticket;
 use super::flight::{Flight, Outcome};
-use super::lifecycle::Lifecycle;
-use super::place::{Full, HoldPlace};
+use super::place::{Full, HoldPlace, Holds};
 use crate::single_flight::FlightError;
 use crate::util::far_instant;
 use crate::{FunctionId, QueryError, ScaleError, ScalingConfig};
 
 /// The caller's share of a function's flight.
 pub(crate) type FlightHandle = crate::single_flight::Flight<FunctionId, Outcome, Flight>;
+
+/// What the waiters of every flight share: the limits, the requests held for cold functions
+/// (and their bytes), and whether a drain's budget is spent.
+pub(crate) struct Holding {
+    pub(crate) config: ScalingConfig,
+    pub(crate) holds: Arc<Holds>,
+    /// Once set, every request still waiting for a cold start is answered 503.
+    pub(crate) drain_expired: AtomicBool,
+}
+
+impl Holding {
+    pub(crate) fn new(config: ScalingConfig) -> Self {
+        Self {
+            config,
+            holds: Arc::default(),
+            drain_expired: AtomicBool::new(false),
+        }
+    }
+}
 
 /// Why a waiter gets no place.
 enum Refusal {
@@ -45,7 +60,7 @@ pub(crate) enum Waited {
 /// back its slot, its waker and its share of the flight's per-function counts at once, and
 /// its place unless [`take_place`](Self::take_place) handed it on.
 pub(crate) struct Waiter<'a> {
-    lifecycle: &'a Lifecycle,
+    holding: &'a Holding,
     /// Its own arrival: the deadline counts from here, also after it moved to a fresh flight.
     arrival: &'a Instant,
     flight: Option<Arc<Flight>>,
@@ -66,13 +81,13 @@ pub(crate) struct Waiter<'a> {
 
 impl<'a> Waiter<'a> {
     pub(crate) fn new(
-        lifecycle: &'a Lifecycle,
+        holding: &'a Holding,
         arrival: &'a Instant,
         bytes: usize,
         arrived_draining: bool,
     ) -> Self {
         Self {
-            lifecycle,
+            holding,
             arrival,
             flight: None,
             ticket: None,
@@ -93,8 +108,8 @@ impl<'a> Waiter<'a> {
         handle: &mut FlightHandle,
         cx: &mut Context<'_>,
     ) -> Poll<Waited> {
-        let lifecycle = self.lifecycle;
-        let config = &lifecycle.config;
+        let holding = self.holding;
+        let config = &holding.config;
         let deadline = far_instant(*self.arrival, config.readiness_deadline());
         if let Poll::Ready(out) = Pin::new(&mut *handle).poll(cx) {
             self.flight_ended = true;
@@ -135,7 +150,7 @@ impl<'a> Waiter<'a> {
             return Poll::Pending;
         }
         if self.admitted {
-            if lifecycle.drain_expired.load(Ordering::Acquire) {
+            if holding.drain_expired.load(Ordering::Acquire) {
                 return self.refuse(ScaleError::shutting_down(
                     function.clone(),
                     config.retry_after(),
@@ -168,11 +183,11 @@ impl<'a> Waiter<'a> {
     /// drain refuses it (its budget is spent, or it began before the request arrived: the
     /// request's cold start would begin after it).
     fn take_place(&self, flight: &Flight, config: &ScalingConfig) -> Result<HoldPlace, Refusal> {
-        if self.arrived_draining || self.lifecycle.drain_expired.load(Ordering::Acquire) {
+        if self.arrived_draining || self.holding.drain_expired.load(Ordering::Acquire) {
             return Err(Refusal::Draining);
         }
         let place = HoldPlace::take(
-            &self.lifecycle.holds,
+            &self.holding.holds,
             self.bytes,
             config.max_held_total(),
             config.max_held_bytes_total(),
