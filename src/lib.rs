@@ -96,6 +96,7 @@ pub mod providers;
 pub mod query;
 pub mod scaler;
 pub mod single_flight;
+mod sync;
 pub mod telemetry;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]

@@ -1,8 +1,9 @@
 //! [`Place`]: one place under a counted limit (the provider-call queue); [`HoldPlace`]: a
 //! held request's place under the total hold limits, in count and bytes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+
+use crate::sync::{add_within, AtomicUsize, Ordering};
 
 /// One place under a counted limit, given back on drop.
 pub(super) struct Place<'a>(&'a AtomicUsize);
@@ -10,12 +11,9 @@ pub(super) struct Place<'a>(&'a AtomicUsize);
 impl<'a> Place<'a> {
     /// A place, if fewer than `limit` are taken.
     pub(super) fn take(count: &'a AtomicUsize, limit: usize) -> Option<Self> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Self(count))
+        // `then`, not `then_some`: a place built and dropped on refusal would give back one
+        // it never took (loom found it).
+        add_within(count, 1, limit).then(|| Self(count))
     }
 }
 
@@ -27,10 +25,19 @@ impl Drop for Place<'_> {
 
 /// The requests waiting for cold functions, all together, and the bytes they keep: what
 /// the total hold limits bound.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Holds {
     count: AtomicUsize,
     bytes: AtomicUsize,
+}
+
+impl Default for Holds {
+    fn default() -> Self {
+        Self {
+            count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Holds {
@@ -67,12 +74,9 @@ impl HoldPlace {
         let Some(place) = Place::take(&holds.count, max_count) else {
             return Err(Full::Count);
         };
-        holds
-            .bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|&total| total <= max_bytes)
-            })
-            .map_err(|_| Full::Bytes)?;
+        if !add_within(&holds.bytes, bytes, max_bytes) {
+            return Err(Full::Bytes);
+        }
         // The count is given back by `HoldPlace`'s drop from here on.
         std::mem::forget(place);
         Ok(Self {
@@ -86,5 +90,56 @@ impl Drop for HoldPlace {
     fn drop(&mut self) {
         self.holds.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         self.holds.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(all(test, sfz_loom))]
+mod loom_tests {
+    use super::*;
+
+    /// Three requests race for two places and their bytes: never more than the limits are
+    /// taken, a refusal takes nothing, and every place comes back.
+    #[test]
+    fn held_places_stay_within_their_limits_and_all_come_back() {
+        loom::model(|| {
+            let holds = Arc::new(Holds::default());
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    let holds = Arc::clone(&holds);
+                    loom::thread::spawn(move || {
+                        if let Ok(place) = HoldPlace::take(&holds, 10, 2, 25) {
+                            assert!(holds.count() <= 2);
+                            assert!(holds.bytes.load(Ordering::Acquire) <= 25);
+                            drop(place);
+                        }
+                    })
+                })
+                .collect();
+            let mine = HoldPlace::take(&holds, 10, 2, 25);
+            assert!(holds.count() <= 2);
+            drop(mine);
+            for racer in racers {
+                racer.join().unwrap();
+            }
+            assert_eq!(holds.count(), 0);
+            assert_eq!(holds.bytes.load(Ordering::Acquire), 0);
+        });
+    }
+
+    /// A place refused for its bytes gives back the count it took first.
+    #[test]
+    fn a_place_refused_for_its_bytes_leaves_no_count_behind() {
+        loom::model(|| {
+            let holds = Arc::new(Holds::default());
+            let other = {
+                let holds = Arc::clone(&holds);
+                loom::thread::spawn(move || drop(HoldPlace::take(&holds, 20, 5, 25)))
+            };
+            let mine = HoldPlace::take(&holds, 20, 5, 25);
+            drop(mine);
+            other.join().unwrap();
+            assert_eq!(holds.count(), 0);
+            assert_eq!(holds.bytes.load(Ordering::Acquire), 0);
+        });
     }
 }

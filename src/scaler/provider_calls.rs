@@ -1,8 +1,8 @@
 //! Protects the provider: a cap on calls under way, a bounded queue, a time limit per call,
 //! and the backoff between retries.
 
+use crate::sync::AtomicUsize;
 use std::future::Future;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, TryAcquireError};

@@ -52,6 +52,7 @@
 //! for scale to zero.
 
 mod cold_start;
+mod phase;
 mod record;
 pub(crate) mod requests;
 mod scale_down;
@@ -62,7 +63,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-pub use self::record::Phase;
+pub use self::phase::Phase;
 pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
 use self::scale_down::Reaper;
 use super::flight::{Flight, Outcome, Ready};

@@ -3,61 +3,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::time::Instant;
 
+use super::phase::{Phase, PhaseWord};
 use crate::function::FunctionRef;
 use crate::util::{far_instant, lock, Backoff};
 use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
-
-/// Where a function is in its life, as this scaler knows it; see
-/// [`Stats::function`](crate::scaler::Stats::function). The moves between phases are drawn in
-/// the crate's `docs/lifecycle.md`: `Cold` → `ScalingUp` → `Warm` on a cold start (or `Cold`
-/// → `Warm` when someone else scaled it), `Warm` → `ScalingDown` → `ScaledDown` on scale to
-/// zero, back to `Warm` if the platform refuses, and `ScaledDown` → `ScalingUp` on the next
-/// request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Phase {
-    /// No replica is wanted (the last read said desired 0), and no scale-up of this scaler's
-    /// is pending.
-    Cold,
-    /// Starting: the platform wants replicas and none is ready yet, or this scaler asked for
-    /// replicas and has not yet seen the request take effect (then a read that still says
-    /// "desired 0" is read-after-write lag, not a reason to ask again, for up to a readiness
-    /// deadline).
-    ScalingUp,
-    /// Ready at the last read or push.
-    Warm,
-    /// This scaler is scaling it to zero: requests take the cold path and wait; reads and
-    /// pushes that still say "ready" are from before and are not trusted.
-    ScalingDown,
-    /// This scaler scaled it to zero: "ready" is not trusted until its next scale-up is sent.
-    ScaledDown,
-}
-
-impl Phase {
-    const ALL: [Phase; 5] = [
-        Phase::Cold,
-        Phase::ScalingUp,
-        Phase::Warm,
-        Phase::ScalingDown,
-        Phase::ScaledDown,
-    ];
-
-    fn from_u8(value: u8) -> Self {
-        Self::ALL[usize::from(value)]
-    }
-
-    /// Whether a "ready" read or push is from before this scaler's own scale-down.
-    const fn distrusts_ready(self) -> bool {
-        matches!(self, Phase::ScalingDown | Phase::ScaledDown)
-    }
-}
 
 /// What a read or a push told a record.
 #[derive(Debug)]
@@ -121,9 +77,8 @@ const RECORDING: u64 = u64::MAX;
 pub(crate) struct Record {
     id: FunctionId,
     epoch: Instant,
-    phase: AtomicU8,
-    /// Requests in flight (scale to zero on).
-    in_flight: AtomicUsize,
+    /// Its phase, and its requests in flight (scale to zero on).
+    word: PhaseWord,
     /// When the last one ended (ms since `epoch`).
     last_end: AtomicU64,
     policy: AtomicU64,
@@ -161,8 +116,7 @@ impl Record {
         Self {
             id,
             epoch,
-            phase: AtomicU8::new(Phase::Cold as u8),
-            in_flight: AtomicUsize::new(0),
+            word: PhaseWord::new(Phase::Cold),
             last_end: AtomicU64::new(now),
             policy: AtomicU64::new(NEVER),
             next_record: AtomicU64::new(0),
@@ -176,11 +130,11 @@ impl Record {
     }
 
     pub(crate) fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::SeqCst))
+        self.word.get()
     }
 
     fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::SeqCst);
+        self.word.set(phase);
     }
 
     pub(crate) fn policy(&self) -> IdlePolicy {
@@ -287,7 +241,7 @@ impl Record {
         let period = self.policy().period(default)?;
         let idle = now_ms.saturating_sub(self.last_end.load(Ordering::Acquire));
         let due = self.phase() == Phase::Warm
-            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self.word.in_flight() == 0
             && idle >= period.as_millis() as u64
             && now_ms >= lock(&self.slow).scale_down_not_before;
         due.then_some(period)
@@ -297,9 +251,7 @@ impl Record {
     /// later read would need (not opted in, not scaled down by this scaler).
     pub(crate) fn forgettable(&self, now_ms: u64, after: Duration) -> bool {
         let idle = now_ms.saturating_sub(self.last_end.load(Ordering::Acquire));
-        self.in_flight.load(Ordering::SeqCst) == 0
-            && idle >= after.as_millis() as u64
-            && !self.has_obligation()
+        self.word.in_flight() == 0 && idle >= after.as_millis() as u64 && !self.has_obligation()
     }
 
     /// Whether forgetting the record would lose something the scaler owes: an opted-in
@@ -317,17 +269,7 @@ impl Record {
     /// answer is `false`). From here on requests take the cold path.
     pub(crate) fn begin_scale_down(&self) -> bool {
         let _slow = lock(&self.slow);
-        if self.phase() != Phase::Warm {
-            return false;
-        }
-        // Paired with `enter`: this store and that increment are both sequentially
-        // consistent, so either the request sees `ScalingDown` or this sees the request.
-        self.set_phase(Phase::ScalingDown);
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            self.set_phase(Phase::Warm);
-            return false;
-        }
-        true
+        self.word.begin_scale_down()
     }
 
     /// `ScalingDown` → `ScaledDown`: the platform scaled it to zero.
@@ -439,18 +381,13 @@ impl Record {
     /// A request enters: counted in flight until the guard drops. `None` while the function is
     /// being or has been scaled down by this scaler: the request must take the cold path.
     pub(crate) fn enter(self: &Arc<Self>) -> Option<ActivityGuard> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let guard = ActivityGuard {
+        self.word.enter().then(|| ActivityGuard {
             record: Arc::clone(self),
-        };
-        if self.phase().distrusts_ready() {
-            return None;
-        }
-        Some(guard)
+        })
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
+        self.word.in_flight()
     }
 
     /// Counts as activity now: a request that ended, a cold start that made the function ready.
@@ -524,7 +461,7 @@ impl ActivityGuard {
 
     /// One more request's worth of activity for the same function, ending when it drops.
     pub(crate) fn another(&self) -> Self {
-        self.record.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.record.word.enter_beside();
         Self {
             record: Arc::clone(&self.record),
         }
@@ -535,7 +472,7 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         // The end time first: a scale-down that sees nothing in flight sees it too.
         self.record.touch();
-        self.record.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.record.word.leave();
     }
 }
 
