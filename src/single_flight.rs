@@ -404,6 +404,20 @@ where
             .collect()
     }
 
+    /// Ends every flight under way: their tasks are aborted and their callers get
+    /// [`FlightError::Cancelled`].
+    pub fn abort_all(&self) {
+        let mut aborts = Vec::new();
+        self.inner.flights.retain(|_, slot| {
+            aborts.extend(slot.abort.take());
+            false
+        });
+        // After the map's locks are released: a task's clean-up takes them.
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+
     /// The number of flights under way.
     pub fn len(&self) -> usize {
         self.inner.flights.len()

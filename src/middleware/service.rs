@@ -207,10 +207,11 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                                             grpc,
                                         ));
                                     };
-                                    let mut inner = inner;
-                                    let ready = inner.ready().await;
+                                    // Forwarded from here: its place goes back (the wait
+                                    // for the inner service below has no deadline of ours).
                                     drop(place);
-                                    match ready {
+                                    let mut inner = inner;
+                                    match inner.ready().await {
                                         Ok(inner) => call(
                                             &shared,
                                             inner,

@@ -69,7 +69,18 @@ use crate::{FunctionId, ScaleError, ScalingConfig, ServiceQuery, ServiceQueryRes
 /// ```
 #[derive(Clone)]
 pub struct FunctionScaler {
-    lifecycle: Arc<Lifecycle>,
+    owner: Arc<Owner>,
+}
+
+/// The scaler's handles all share this: when the last one goes, so does the scaler's
+/// background work (cold starts under way, the idle reaper), which holds the lifecycle
+/// itself and would otherwise outlive it by up to a readiness deadline.
+struct Owner(Arc<Lifecycle>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
 }
 
 /// Builds a [`FunctionScaler`]; see [`FunctionScaler::builder`].
@@ -127,7 +138,9 @@ impl ScalerBuilder {
         if let Some(notifier) = self.notifier {
             notifier.attach(&lifecycle);
         }
-        FunctionScaler { lifecycle }
+        FunctionScaler {
+            owner: Arc::new(Owner(lifecycle)),
+        }
     }
 }
 
@@ -143,6 +156,11 @@ impl fmt::Debug for ScalerBuilder {
 }
 
 impl FunctionScaler {
+    #[inline]
+    fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.owner.0
+    }
+
     /// A scaler over `query` with the default [`TtlCache`] sized by `config`.
     pub fn new(query: impl ServiceQuery, config: ScalingConfig) -> Self {
         Self::builder(query).config(config).build()
@@ -162,32 +180,32 @@ impl FunctionScaler {
 
     /// The configuration in force.
     pub fn config(&self) -> &ScalingConfig {
-        &self.lifecycle.config
+        &self.lifecycle().config
     }
 
     /// The cache of replica states (the one built from the config, or the one given).
     pub fn cache(&self) -> &dyn FunctionCacher {
-        &*self.lifecycle.cache
+        &*self.lifecycle().cache
     }
 
     /// A handle through which a provider's watch loop reports functions' states as they
     /// change.
     pub fn readiness_notifier(&self) -> ReadinessNotifier {
-        ReadinessNotifier::attached(&self.lifecycle)
+        ReadinessNotifier::attached(self.lifecycle())
     }
 
     /// Forgets what the cache knows of `function`, so that the next request asks the provider
     /// again. For the forwarding service to call when the function's upstream refused a
     /// connection: "ready" on the platform is not always "routable" yet.
     pub fn evict(&self, function: FunctionRef<'_>) {
-        self.lifecycle.cache.invalidate(function);
+        self.lifecycle().cache.invalidate(function);
     }
 
     /// Makes `function` ready, or says why it cannot be, within the readiness deadline counted
     /// from this call. Concurrent calls for one function share one flight; dropping the
     /// returned future frees everything it took at once.
     pub async fn scale(&self, function: &FunctionId) -> Result<ServiceQueryResponse, ScaleError> {
-        self.lifecycle
+        self.lifecycle()
             .ready(function, crate::middleware::HELD_OVERHEAD)
             .await
             .map(|released| released.state)
@@ -197,7 +215,7 @@ impl FunctionScaler {
     /// way, and each function it keeps a record of or has a flight for. It walks every
     /// function: for tests, debugging and occasional metrics, not for each request.
     pub fn stats(&self) -> Stats {
-        let lifecycle = &*self.lifecycle;
+        let lifecycle = &**self.lifecycle();
         let mut functions: HashMap<FunctionId, FunctionStats> = HashMap::new();
         for record in lifecycle.records.all() {
             let stats = functions.entry(record.id().clone()).or_default();
@@ -223,7 +241,7 @@ impl FunctionScaler {
     /// scaling anything down: how many are due. For benchmarks of the reaper's cost.
     #[doc(hidden)]
     pub fn idle_scan(&self) -> usize {
-        self.lifecycle.due_now()
+        self.lifecycle().due_now()
     }
 
     /// Drains, for a graceful shutdown: from now on no cold start begins (a request for a
@@ -246,11 +264,18 @@ impl FunctionScaler {
     /// # }
     /// ```
     pub async fn drain(&self, budget: Duration) -> Drained {
-        let lifecycle = &*self.lifecycle;
+        let lifecycle = &**self.lifecycle();
         lifecycle.draining.store(true, Ordering::Release);
         let started = Instant::now();
         let deadline = started + budget;
-        let waiting = || lifecycle.flights.total_callers();
+        // Requests on flights, and those released from a cold start that wait for a paced
+        // release (they keep their hold place until forwarded).
+        let waiting = || {
+            lifecycle
+                .flights
+                .total_callers()
+                .max(lifecycle.holding.holds.count())
+        };
         // Polled: this runs once, at shutdown.
         let tick = Duration::from_millis(10);
         while waiting() > 0 && Instant::now() < deadline {
@@ -284,19 +309,19 @@ impl FunctionScaler {
 
     /// Whether [`drain`](Self::drain) has been called.
     pub fn is_draining(&self) -> bool {
-        self.lifecycle.is_draining()
+        self.lifecycle().is_draining()
     }
 
     /// An owned id for `function` (validated): the one the scaler already holds when it knows
     /// the function (no allocation for a request that joins a cold start), else a new one.
     pub(crate) fn id_of(&self, function: FunctionRef<'_>) -> FunctionId {
-        self.lifecycle.id_of(function)
+        self.lifecycle().id_of(function)
     }
 
     /// Whether `function` is known to be starting: its cold start is under way and a read
     /// showed it not ready (not merely a refresh of a warm function, nor failing reads).
     pub(crate) fn is_starting(&self, function: &FunctionId) -> bool {
-        self.lifecycle
+        self.lifecycle()
             .flights
             .state(function)
             .is_some_and(|flight| flight.is_starting())
@@ -305,7 +330,7 @@ impl FunctionScaler {
     /// The warm path (see [`Warm`]).
     #[inline]
     pub(crate) fn warm(&self, function: FunctionRef<'_>) -> Warm {
-        self.lifecycle.warm(function)
+        self.lifecycle().warm(function)
     }
 
     /// [`scale`](Self::scale), also saying since when the request waited if a cold start
@@ -318,14 +343,14 @@ impl FunctionScaler {
         function: &FunctionId,
         bytes: usize,
     ) -> Result<Released, ScaleError> {
-        self.lifecycle.ready(function, bytes).await
+        self.lifecycle().ready(function, bytes).await
     }
 }
 
 impl fmt::Debug for FunctionScaler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FunctionScaler")
-            .field("lifecycle", &self.lifecycle)
+            .field("lifecycle", &**self.lifecycle())
             .finish()
     }
 }

@@ -227,7 +227,10 @@ impl Drop for Waiter<'_> {
         if let Some(ticket) = self.ticket.take() {
             if !self.flight_ended {
                 flight.deadlines().cancel(&ticket);
-                if !self.admitted && !self.refused {
+                // One that left while the flight could still be a refresh (neither admitted
+                // nor refused: a place was never asked of it) wanted its cold start; one that
+                // left after the flight turned cold without a place did not get one.
+                if !self.admitted && !self.refused && !flight.is_cold() {
                     flight.departed_unrefused();
                 }
             }

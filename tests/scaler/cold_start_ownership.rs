@@ -288,3 +288,42 @@ async fn a_timed_out_scale_down_is_treated_as_may_have_happened() {
     assert_eq!(reply.status, 502, "{reply:?}");
     assert_eq!(h.inner_calls(), 1, "never forwarded on the old state");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_scaler_stops_its_cold_starts() {
+    let provider = Arc::new(InMemoryProvider::new());
+    provider.add_function(&id("f"), FakeFunction::new().never_ready());
+    let scaler = FunctionScaler::new(provider.clone(), ScalingConfig::default());
+    let left = tokio::time::timeout(ms(500), scaler.scale(&id("f"))).await;
+    assert!(left.is_err(), "still starting");
+    drop(scaler);
+    settle().await;
+    let calls = provider.get_calls();
+    tokio::time::sleep(secs(30)).await;
+    assert_eq!(
+        provider.get_calls(),
+        calls,
+        "no provider call once the scaler is gone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_seen_and_then_read_as_zero_again_is_not_sent_twice_within_a_deadline() {
+    // Reads that flap (several caches behind the provider): desired 1, then 0 again, while
+    // the replica starts. One write for the whole cold start.
+    let h = Harness::new(ScalingConfig::default())
+        .with_function("f", FakeFunction::new().startup_delay(secs(3)));
+    let request = tokio::spawn(h.get("/function/f"));
+    tokio::time::sleep(ms(350)).await;
+    assert_eq!(h.provider.set_calls(), 1);
+    // A stale cache answers "desired 0" for the next reads.
+    h.provider
+        .add_function(&id("f"), FakeFunction::new().startup_delay(secs(3)));
+    tokio::time::sleep(secs(5)).await;
+    assert_eq!(
+        h.provider.set_calls(),
+        1,
+        "not sent again within a readiness deadline of the last write"
+    );
+    request.abort();
+}

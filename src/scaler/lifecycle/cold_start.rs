@@ -53,7 +53,9 @@ impl Lifecycle {
             outcome = self.bring_up(&function, &flight) => outcome,
             () = self.abandoned(&context, &flight) => {
                 tracing::debug!(function = %function, "cold start ended: no request waits for it");
-                return Err(ScaleError::interrupted(function, self.config.retry_after()));
+                // Not ready: a request that joins in the moment before the flight's entry is
+                // gone is sent to a fresh flight, as after a scale-down.
+                return Ok(Ready::now(ServiceQueryResponse::new(0, 0), false));
             }
             never = flight.deadlines().run() => match never {},
         };
@@ -226,9 +228,11 @@ impl Lifecycle {
                     // operator or a GitOps sync). Sent again, at most once per deadline:
                     // steady traffic can keep one flight going for longer than any deadline.
                     let now = Instant::now();
+                    // The last write that succeeded, this flight's or another's.
+                    let last = written_at.max(record.last_written());
                     if state.desired_replicas == 0
                         && !record.recently_asked(now, deadline)
-                        && written_at.is_none_or(|at| now >= far_instant(at, deadline))
+                        && last.is_none_or(|at| now >= far_instant(at, deadline))
                     {
                         if written_at.is_some() {
                             tracing::info!(
@@ -328,6 +332,7 @@ impl Lifecycle {
                     .await;
                 if written.is_ok() {
                     sending.before = None;
+                    sending.record.scale_up_written(Instant::now());
                     // Other gateways learn at once that this one is bringing it up: none of
                     // them scales it down meanwhile.
                     lifecycle.record_if_due(&sending.record);

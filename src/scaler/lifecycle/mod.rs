@@ -219,6 +219,15 @@ impl Lifecycle {
     }
 }
 
+impl Lifecycle {
+    /// The last handle of the scaler is gone: its background work stops (cold starts under
+    /// way and the idle reaper; a scale write that was sent still runs to its own end).
+    pub(crate) fn shut_down(&self) {
+        self.reaper.stop();
+        self.flights.abort_all();
+    }
+}
+
 impl Drop for Lifecycle {
     fn drop(&mut self) {
         self.reaper.stop();

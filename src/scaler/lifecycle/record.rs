@@ -93,6 +93,9 @@ pub(crate) struct Record {
 struct Slow {
     /// `ScalingUp`: when the scale-up was sent.
     asked_at: Option<Instant>,
+    /// When a scale-up of this scaler's last succeeded (not cleared by reads): a scale-up
+    /// that never shows is sent again at most once per readiness deadline after it.
+    written_at: Option<Instant>,
     /// The last state read or pushed as ready, and when: what stale-if-error serves.
     last_ready: Option<(ServiceQueryResponse, Instant)>,
     outage: Option<Outage>,
@@ -224,6 +227,16 @@ impl Record {
         }
     }
 
+    /// A scale-up of this scaler's succeeded at `now`.
+    pub(crate) fn scale_up_written(&self, now: Instant) {
+        lock(&self.slow).written_at = Some(now);
+    }
+
+    /// When a scale-up of this scaler's last succeeded.
+    pub(crate) fn last_written(&self) -> Option<Instant> {
+        lock(&self.slow).written_at
+    }
+
     /// Whether this scaler sent a scale-up less than `within` ago that no read has shown yet.
     pub(crate) fn recently_asked(&self, now: Instant, within: Duration) -> bool {
         let slow = lock(&self.slow);
@@ -304,13 +317,15 @@ impl Record {
         slow.scale_down_failures
     }
 
-    /// `ScalingDown` → `Cold`: the scale-down's call timed out, so it may have happened. The
-    /// last known ready state is dropped (stale-if-error must not forward to zero replicas)
-    /// and the next read or push decides; no new attempt for `pause`.
+    /// `ScalingDown` → `ScaledDown`: the scale-down's call timed out, so it may have
+    /// happened. As after a cancelled call, "ready" is not trusted until the next scale-up
+    /// (a lagging read must not send requests to replicas being removed; at worst one write
+    /// that changes nothing), and the last known state is dropped (stale-if-error must not
+    /// forward to zero replicas); no new attempt for `pause`.
     pub(crate) fn scale_down_uncertain(&self, pause: Duration) {
         let mut slow = lock(&self.slow);
         if self.phase() == Phase::ScalingDown {
-            self.set_phase(Phase::Cold);
+            self.set_phase(Phase::ScaledDown);
         }
         slow.scale_down_failures += 1;
         slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
