@@ -11,9 +11,12 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for name in "$@"; do
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" --bench --profile-time 1 "$name\$" >/dev/null 2>&1
-  # Inclusive instructions of the bench's per-request `call` helper, divided by its calls.
-  callgrind_annotate --tree=caller --inclusive=yes "$out" 2>/dev/null | awk -v name="$name" '
-    /\* +\?\?\?:warm_path::call / { gsub(",", "", $1); total = $1 }
-    /\?\?\?:warm_path::call \(/ && !calls { s = $0; sub(/.*call \(/, "", s); sub(/x\).*/, "", s); gsub(",", "", s); calls = s }
+  # Inclusive instructions of the bench's per-request `call` helper (`served::call` for the
+  # warm_path_served group: it clones the service too), divided by its calls.
+  sym='warm_path::call'
+  case $name in warm_path_served/*) sym='warm_path::served::call' ;; esac
+  callgrind_annotate --tree=caller --inclusive=yes "$out" 2>/dev/null | awk -v name="$name" -v sym="$sym" '
+    index($0, "* ") && index($0, "???:" sym " ") { gsub(",", "", $1); total = $1 }
+    index($0, "???:" sym " (") && !index($0, "* ") && !calls { s = $0; sub(/.*call \(/, "", s); sub(/x\).*/, "", s); gsub(",", "", s); calls = s }
     END { printf "%s: %d instructions per request (%d requests)\n", name, total / calls, calls }'
 done

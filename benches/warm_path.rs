@@ -30,12 +30,21 @@ fn uris(n: usize) -> Vec<Uri> {
 /// A scaler whose cache holds every function warm for the whole run; with scale to zero on,
 /// it also counts each function's requests in flight (every function opted in).
 fn warm_scaler(scale_to_zero: bool) -> FunctionScaler {
+    warm_scaler_with(scale_to_zero, false)
+}
+
+/// [`warm_scaler`], with activity shared through a store (as several gateways do) if `shared`.
+fn warm_scaler_with(scale_to_zero: bool, shared: bool) -> FunctionScaler {
     let provider = Arc::new(InMemoryProvider::new());
     let config = ScalingConfig::builder()
         .cache_ttl(Duration::from_secs(3_600))
         .scale_to_zero(scale_to_zero)
         .build();
-    let scaler = FunctionScaler::new(provider.clone(), config);
+    let mut builder = FunctionScaler::builder(provider.clone()).config(config);
+    if shared {
+        builder = builder.activity_store(provider.clone());
+    }
+    let scaler = builder.build();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -162,6 +171,55 @@ fn warm_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// The warm path as servers drive it: a fresh clone of the service for every request (axum's
+/// `route_layer` and hyper-util's `TowerToHyperService` clone per request), called inside a
+/// runtime (so that background work, such as recording shared activity, can be spawned).
+mod served {
+    use super::*;
+
+    /// One request through a fresh clone of `svc` (not inlined: its instructions are what
+    /// `benches/instructions.sh` counts).
+    #[inline(never)]
+    pub(super) fn call<S: Service<Request<()>> + Clone>(svc: &S, req: Request<()>) {
+        let mut svc = svc.clone();
+        super::call(&mut svc, req);
+    }
+}
+
+fn warm_path_served(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let wrapped = ScaleFromZeroLayer::new(warm_scaler(false)).layer(Trivial);
+    let tracked = ScaleFromZeroLayer::new(warm_scaler(true)).layer(Trivial);
+    let shared = ScaleFromZeroLayer::new(warm_scaler_with(true, true)).layer(Trivial);
+    let one = uris(1);
+    let mut group = c.benchmark_group("warm_path_served");
+    for (name, svc) in [
+        ("wrapped", &wrapped),
+        ("wrapped, scale to zero on", &tracked),
+        ("wrapped, scale to zero on, activity store", &shared),
+    ] {
+        group.bench_function(format!("{name}/1 thread"), |b| {
+            b.iter_batched(
+                || request(&one[0]),
+                |req| served::call(svc, req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.bench_function("bare/1 thread", |b| {
+        b.iter_batched(
+            || request(&one[0]),
+            |req| served::call(&Trivial, req),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 /// What one warm request pays for, step by step: to see what dominates.
 fn warm_path_parts(c: &mut Criterion) {
     use tower_scale_from_zero::cache::FunctionCacher;
@@ -197,5 +255,5 @@ fn warm_path_parts(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, warm_path, warm_path_parts);
+criterion_group!(benches, warm_path, warm_path_served, warm_path_parts);
 criterion_main!(benches);

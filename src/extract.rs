@@ -17,25 +17,25 @@ use crate::function::FunctionRef;
 pub trait ExtractFunction<B>: Send + Sync + 'static {
     /// The function `request` is for. Borrowing from the request keeps the warm path free of
     /// allocations.
-    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>>;
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Extracted<'a>>;
 }
 
 /// A function name and namespace as taken from a request, not yet validated.
 #[derive(Clone, Debug)]
-pub struct Target<'a> {
+pub struct Extracted<'a> {
     name: Cow<'a, str>,
     namespace: Cow<'a, str>,
 }
 
-impl PartialEq for Target<'_> {
+impl PartialEq for Extracted<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name && self.namespace == other.namespace
     }
 }
 
-impl Eq for Target<'_> {}
+impl Eq for Extracted<'_> {}
 
-impl<'a> Target<'a> {
+impl<'a> Extracted<'a> {
     /// A target from borrowed or owned strings.
     pub fn new(name: impl Into<Cow<'a, str>>, namespace: impl Into<Cow<'a, str>>) -> Self {
         Self {
@@ -66,13 +66,13 @@ impl<'a> Target<'a> {
 ///
 /// ```
 /// use http::Request;
-/// use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath, Target};
+/// use tower_scale_from_zero::extract::{ExtractFunction, OpenFaasPath, Extracted};
 ///
 /// let extractor = OpenFaasPath::new().default_namespace("team-a");
 /// let req = Request::get("/function/echo.team-b/v1/run?x=1").body(()).unwrap();
-/// assert_eq!(extractor.extract(&req), Some(Target::new("echo", "team-b")));
+/// assert_eq!(extractor.extract(&req), Some(Extracted::new("echo", "team-b")));
 /// let req = Request::get("/function/echo").body(()).unwrap();
-/// assert_eq!(extractor.extract(&req), Some(Target::new("echo", "team-a")));
+/// assert_eq!(extractor.extract(&req), Some(Extracted::new("echo", "team-a")));
 /// let req = Request::get("/healthz").body(()).unwrap();
 /// assert_eq!(extractor.extract(&req), None);
 /// ```
@@ -117,7 +117,7 @@ impl Default for OpenFaasPath {
 
 impl<B> ExtractFunction<B> for OpenFaasPath {
     #[inline]
-    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Extracted<'a>> {
         let rest = request.uri().path().strip_prefix(&*self.prefix)?;
         // The segment ends at the first '/'; the namespace starts after its last '.'. Nothing
         // is checked here: the warm path asks the cache first, and the middleware validates
@@ -129,33 +129,33 @@ impl<B> ExtractFunction<B> for OpenFaasPath {
         let segment = &rest[..end];
         Some(match segment.bytes().rposition(|b| b == b'.') {
             Some(dot) if dot + 1 < segment.len() => {
-                Target::new(&segment[..dot], &segment[dot + 1..])
+                Extracted::new(&segment[..dot], &segment[dot + 1..])
             }
-            Some(dot) => Target::new(&segment[..dot], &*self.default_namespace),
-            None => Target::new(segment, &*self.default_namespace),
+            Some(dot) => Extracted::new(&segment[..dot], &*self.default_namespace),
+            None => Extracted::new(segment, &*self.default_namespace),
         })
     }
 }
 
 /// An extractor from a closure: `from_fn(|req| ...)`. The closure may borrow from the request
-/// (`Target::new(&str, &str)`) or return owned strings.
+/// (`Extracted::new(&str, &str)`) or return owned strings.
 ///
 /// ```
 /// use http::{header::HOST, Request};
-/// use tower_scale_from_zero::extract::{from_fn, ExtractFunction, Target};
+/// use tower_scale_from_zero::extract::{from_fn, ExtractFunction, Extracted};
 ///
 /// // `echo.fn.example.com` → function `echo` in namespace `fn`.
 /// let by_host = from_fn(|req: &Request<()>| {
 ///     let host = req.headers().get(HOST)?.to_str().ok()?;
 ///     let mut labels = host.split('.');
-///     Some(Target::new(labels.next()?, labels.next()?))
+///     Some(Extracted::new(labels.next()?, labels.next()?))
 /// });
 /// let req = Request::get("/").header(HOST, "echo.fn.example.com").body(()).unwrap();
-/// assert_eq!(by_host.extract(&req), Some(Target::new("echo", "fn")));
+/// assert_eq!(by_host.extract(&req), Some(Extracted::new("echo", "fn")));
 /// ```
 pub fn from_fn<F, B>(f: F) -> FromFn<F>
 where
-    F: for<'a> Fn(&'a Request<B>) -> Option<Target<'a>>,
+    F: for<'a> Fn(&'a Request<B>) -> Option<Extracted<'a>>,
 {
     FromFn { f }
 }
@@ -174,9 +174,9 @@ impl<F> fmt::Debug for FromFn<F> {
 
 impl<F, B> ExtractFunction<B> for FromFn<F>
 where
-    F: for<'a> Fn(&'a Request<B>) -> Option<Target<'a>> + Send + Sync + 'static,
+    F: for<'a> Fn(&'a Request<B>) -> Option<Extracted<'a>> + Send + Sync + 'static,
 {
-    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Target<'a>> {
+    fn extract<'a>(&'a self, request: &'a Request<B>) -> Option<Extracted<'a>> {
         (self.f)(request)
     }
 }

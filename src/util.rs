@@ -98,10 +98,17 @@ impl Backoff {
         }
     }
 
+    /// The step after `failures` failures in a row (1 for the first), without jitter:
+    /// `min(first · 2ⁿ⁻¹, cap)`. For retries that one caller makes alone (a function's
+    /// activity reports, its scale-downs), where spreading callers apart is moot.
+    pub(crate) fn step(first: Duration, cap: Duration, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        first.saturating_mul(1 << doublings).min(cap.max(first))
+    }
+
     /// The pause after `failures` failures in a row (1 for the first).
     pub(crate) fn pause(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1).min(20);
-        let step = self.first.saturating_mul(1 << doublings).min(self.cap);
+        let step = Self::step(self.first, self.cap, failures);
         if self.full_jitter {
             self.first + (step - self.first).mul_f64(self.jitter.unit())
         } else {

@@ -186,8 +186,16 @@ fn escape(text: &str) -> String {
 /// text form), with or without the provider's own error text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct GrpcCall {
-    content_type: &'static str,
+    // Two bytes: it lives in every held gRPC request.
+    web: GrpcWeb,
     provider_errors: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrpcWeb {
+    No,
+    Binary,
+    Text,
 }
 
 impl GrpcCall {
@@ -201,17 +209,17 @@ impl GrpcCall {
                 .get(..prefix.len())
                 .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()))
         };
-        let content_type = if starts("application/grpc-web-text") {
-            "application/grpc-web-text"
+        let web = if starts("application/grpc-web-text") {
+            GrpcWeb::Text
         } else if starts("application/grpc-web") {
-            "application/grpc-web"
+            GrpcWeb::Binary
         } else if starts("application/grpc") {
-            "application/grpc"
+            GrpcWeb::No
         } else {
             return None;
         };
         Some(Self {
-            content_type,
+            web,
             provider_errors,
         })
     }
@@ -224,10 +232,12 @@ impl GrpcCall {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
+        let content_type = match self.web {
+            GrpcWeb::No => "application/grpc",
+            GrpcWeb::Binary => "application/grpc-web",
+            GrpcWeb::Text => "application/grpc-web-text",
+        };
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(
             header::HeaderName::from_static("grpc-status"),
             HeaderValue::from(grpc_code(error) as u16),

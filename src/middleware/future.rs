@@ -39,14 +39,14 @@ pin_project! {
         Tracked { #[pin] future: F, guard: Option<ActivityGuard> },
         // A cold start whose response gets a header: the call wrapped and boxed.
         Marked { future: BoxFuture<F::Output>, guard: Option<ActivityGuard> },
-        Cold { future: BoxFuture<Cold<F>> },
+        Resolved { future: BoxFuture<Resolved<F>> },
         // Boxed: error responses are rare, and inline they would make every warm future larger.
         Respond { response: Option<Box<Response<Bytes>>> },
     }
 }
 
 /// How a cold wait ends.
-pub(super) enum Cold<F: Future> {
+pub(super) enum Resolved<F: Future> {
     /// The function is ready and the inner service was called: the call, and the request's
     /// activity guard.
     Call(F, Option<ActivityGuard>),
@@ -57,7 +57,7 @@ pub(super) enum Cold<F: Future> {
     /// The inner service failed to become ready.
     Fail(F::Output),
     /// Another wait, in a future of its own (a paced release's).
-    Again(BoxFuture<Cold<F>>),
+    Paced(BoxFuture<Resolved<F>>),
 }
 
 impl<F: Future> ResponseFuture<F> {
@@ -72,9 +72,9 @@ impl<F: Future> ResponseFuture<F> {
         Self { state }
     }
 
-    pub(super) fn cold(future: BoxFuture<Cold<F>>) -> Self {
+    pub(super) fn cold(future: BoxFuture<Resolved<F>>) -> Self {
         Self {
-            state: State::Cold { future },
+            state: State::Resolved { future },
         }
     }
 
@@ -117,18 +117,20 @@ where
                         })
                     }));
                 }
-                StateProj::Cold { future } => match ready!(future.as_mut().poll(cx)) {
-                    Cold::Call(future, None) => state.set(State::Call { future }),
-                    Cold::Call(future, Some(guard)) => state.set(State::Tracked {
+                StateProj::Resolved { future } => match ready!(future.as_mut().poll(cx)) {
+                    Resolved::Call(future, None) => state.set(State::Call { future }),
+                    Resolved::Call(future, Some(guard)) => state.set(State::Tracked {
                         future,
                         guard: Some(guard),
                     }),
-                    Cold::Marked(future, guard) => state.set(State::Marked { future, guard }),
-                    Cold::Respond(response) => {
+                    Resolved::Marked(future, guard) => state.set(State::Marked { future, guard }),
+                    Resolved::Respond(response) => {
                         return Poll::Ready(Ok(response.map(ResponseBody::full)))
                     }
-                    Cold::Fail(out) => return Poll::Ready(out.map(|r| r.map(ResponseBody::inner))),
-                    Cold::Again(future) => state.set(State::Cold { future }),
+                    Resolved::Fail(out) => {
+                        return Poll::Ready(out.map(|r| r.map(ResponseBody::inner)))
+                    }
+                    Resolved::Paced(future) => state.set(State::Resolved { future }),
                 },
                 StateProj::Respond { response } => {
                     let response = response.take().expect("polled after completion");
@@ -145,7 +147,7 @@ impl<F: Future> fmt::Debug for ResponseFuture<F> {
             State::Call { .. } => "call",
             State::Tracked { .. } => "call (tracked)",
             State::Marked { .. } => "call (cold-start header)",
-            State::Cold { .. } => "cold",
+            State::Resolved { .. } => "cold",
             State::Respond { .. } => "respond",
         };
         f.debug_struct("ResponseFuture")

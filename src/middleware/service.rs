@@ -9,7 +9,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::clients::{GrpcCall, WaitingPage};
-use super::future::{Cold, ResponseFuture};
+use super::future::{Resolved, ResponseFuture};
 use super::pacing::{Outcome, Pacers, Permit};
 use super::upgrade::UpgradeActivity;
 use super::ColdStart;
@@ -180,28 +180,36 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                 let ready = $ready;
                 match ready {
                     Ok(released) => {
+                        // Taken apart at once: nothing of it but what a branch moves on is
+                        // kept across the waits below (the held future is as large as its
+                        // largest state).
+                        let crate::scaler::Released {
+                            state,
+                            cold_since,
+                            guard,
+                            // Its place under the hold limits, kept until it is forwarded.
+                            place,
+                        } = released;
                         let mut req = req;
-                        let guard = released.guard;
-                        // Its place under the hold limits, kept until it is forwarded.
-                        let place = released.place;
                         if let Some(guard) = &guard {
                             UpgradeActivity::attach(&mut req, guard);
                         }
-                        match (&shared.pacing, released.cold_since) {
+                        match (&shared.pacing, cold_since) {
                             // Held through a cold start, with pacing on: wait for room in the
                             // function's release window, within the request's own deadline. A
                             // future of its own, made at release: held requests do not carry it.
                             (Some(pacers), Some(arrived)) => {
                                 let pacers = Arc::clone(pacers);
-                                let replicas = released.state.available_replicas;
-                                Cold::Again(Box::pin(async move {
+                                let replicas = state.available_replicas;
+                                drop(state);
+                                Resolved::Paced(Box::pin(async move {
                                     let deadline = shared.scaler.config().readiness_deadline();
                                     let Some(permit) =
                                         pacers.admit(&function, replicas, arrived + deadline).await
                                     else {
                                         let waited = arrived.elapsed();
                                         let error = ScaleError::not_ready(function, waited, None);
-                                        return Cold::Respond(respond(
+                                        return Resolved::Respond(respond(
                                             &shared.responder,
                                             error,
                                             grpc,
@@ -220,26 +228,26 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                                             Some(arrived),
                                             Some(permit),
                                         ),
-                                        Err(err) => Cold::Fail(Err(err)),
+                                        Err(err) => Resolved::Fail(Err(err)),
                                     }
                                 }))
                             }
                             _ => {
                                 // Only what the wait below needs is kept across it.
-                                let cold_since = released.cold_since.filter(|_| {
+                                let cold_since = cold_since.filter(|_| {
                                     shared.mark_cold_starts || shared.cold_start_header.is_some()
                                 });
                                 // Forwarded without pacing: its place goes back now.
-                                drop(place);
+                                drop((place, state));
                                 let mut inner = inner;
                                 match inner.ready().await {
                                     Ok(inner) => call(&shared, inner, req, guard, cold_since, None),
-                                    Err(err) => Cold::Fail(Err(err)),
+                                    Err(err) => Resolved::Fail(Err(err)),
                                 }
                             }
                         }
                     }
-                    Err(err) => Cold::Respond(respond(&shared.responder, err, grpc)),
+                    Err(err) => Resolved::Respond(respond(&shared.responder, err, grpc)),
                 }
             }};
         }
@@ -250,7 +258,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
             return ResponseFuture::cold(Box::pin(async move {
                 match hold_or_page(&shared.scaler, &function, weight, page.delay()).await {
                     Some(ready) => released!(ready),
-                    None => Cold::Respond(page.render(&function)),
+                    None => Resolved::Respond(page.render(&function)),
                 }
             }));
         }
@@ -299,7 +307,7 @@ fn call<S, E, R, ReqBody, ResBody>(
     guard: Option<ActivityGuard>,
     cold_since: Option<tokio::time::Instant>,
     permit: Option<Permit>,
-) -> Cold<S::Future>
+) -> Resolved<S::Future>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
@@ -314,11 +322,11 @@ where
     }
     let header = shared.cold_start_header.as_ref().zip(waited);
     if header.is_none() && permit.is_none() {
-        return Cold::Call(inner.call(req), guard);
+        return Resolved::Call(inner.call(req), guard);
     }
     let header = header.map(|(name, waited)| (name.clone(), waited));
     let call = inner.call(req);
-    Cold::Marked(
+    Resolved::Marked(
         Box::pin(async move {
             let started = tokio::time::Instant::now();
             let mut out = call.await;

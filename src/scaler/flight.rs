@@ -1,4 +1,4 @@
-//! [`Flight`]: what one flight of a function (a cold start, a refresh, a scale-down) shares
+//! [`FlightState`]: what one flight of a function (a cold start, a refresh, a scale-down) shares
 //! with the requests that wait on it and with pushed states.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -48,7 +48,7 @@ impl Ready {
 /// The flight's mailbox and its waiters' bookkeeping: a push reaches exactly the flight of its
 /// function.
 #[derive(Default)]
-pub(crate) struct Flight {
+pub(crate) struct FlightState {
     /// A ready state pushed while the flight was under way: the flight's task ends with it at
     /// once, whatever it is waiting on (a slow provider call, a place under the call cap, a
     /// scale write, which goes on by itself), and so releases every waiter.
@@ -80,7 +80,7 @@ pub(crate) struct Flight {
     span: OnceLock<tracing::Span>,
 }
 
-impl Flight {
+impl FlightState {
     /// Ends the flight with `ready` (the first release wins): wakes its task, which returns
     /// it to every waiter.
     pub(crate) fn release(&self, ready: Ready) {

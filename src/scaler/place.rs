@@ -53,7 +53,7 @@ impl Holds {
 #[derive(Debug)]
 pub(crate) struct HoldPlace {
     holds: Arc<Holds>,
-    bytes: usize,
+    bytes: u32,
 }
 
 /// Which total limit refused a place.
@@ -67,14 +67,14 @@ impl HoldPlace {
     /// `bytes` more stay within `max_bytes`.
     pub(super) fn take(
         holds: &Arc<Holds>,
-        bytes: usize,
+        bytes: u32,
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Self, Full> {
         let Some(place) = Place::take(&holds.count, max_count) else {
             return Err(Full::Count);
         };
-        if !add_within(&holds.bytes, bytes, max_bytes) {
+        if !add_within(&holds.bytes, bytes as usize, max_bytes) {
             return Err(Full::Bytes);
         }
         // The count is given back by `HoldPlace`'s drop from here on.
@@ -88,7 +88,9 @@ impl HoldPlace {
 
 impl Drop for HoldPlace {
     fn drop(&mut self) {
-        self.holds.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.holds
+            .bytes
+            .fetch_sub(self.bytes as usize, Ordering::AcqRel);
         self.holds.count.fetch_sub(1, Ordering::AcqRel);
     }
 }

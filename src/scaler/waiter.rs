@@ -12,14 +12,14 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use super::deadlines::Ticket;
-use super::flight::{Flight, Outcome};
+use super::flight::{FlightState, Outcome};
 use super::place::{Full, HoldPlace, Holds};
 use crate::single_flight::FlightError;
 use crate::util::far_instant;
 use crate::{FunctionId, QueryError, ScaleError, ScalingConfig};
 
 /// The caller's share of a function's flight.
-pub(crate) type FlightHandle = crate::single_flight::Flight<FunctionId, Outcome, Flight>;
+pub(crate) type FlightHandle = crate::single_flight::Flight<FunctionId, Outcome, FlightState>;
 
 /// What the waiters of every flight share: the limits, the requests held for cold functions
 /// (and their bytes), and whether a drain's budget is spent.
@@ -63,11 +63,12 @@ pub(crate) struct Waiter<'a> {
     holding: &'a Holding,
     /// Its own arrival: the deadline counts from here, also after it moved to a fresh flight.
     arrival: &'a Instant,
-    flight: Option<Arc<Flight>>,
+    flight: Option<Arc<FlightState>>,
     ticket: Option<Ticket>,
     place: Option<HoldPlace>,
     /// What the request keeps, in bytes: counted under both byte limits while it has a place.
-    bytes: usize,
+    /// (32 bits: with the place and the flags it packs into the room one `usize` took.)
+    bytes: u32,
     /// Counted among the flight's admitted waiters (and its bytes).
     admitted: bool,
     /// The flight ended: its deadline queue went with it, so there is nothing to cancel.
@@ -92,7 +93,8 @@ impl<'a> Waiter<'a> {
             flight: None,
             ticket: None,
             place: None,
-            bytes,
+            // A request's head of 4 GiB or more is counted as 4 GiB: far past any byte limit.
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
             admitted: false,
             flight_ended: false,
             arrived_draining,
@@ -182,7 +184,11 @@ impl<'a> Waiter<'a> {
     /// A place under the hold limits for a request that waits for a cold start, unless a
     /// drain refuses it (its budget is spent, or it began before the request arrived: the
     /// request's cold start would begin after it).
-    fn take_place(&self, flight: &Flight, config: &ScalingConfig) -> Result<HoldPlace, Refusal> {
+    fn take_place(
+        &self,
+        flight: &FlightState,
+        config: &ScalingConfig,
+    ) -> Result<HoldPlace, Refusal> {
         if self.arrived_draining || self.holding.drain_expired.load(Ordering::Acquire) {
             return Err(Refusal::Draining);
         }
@@ -197,7 +203,7 @@ impl<'a> Waiter<'a> {
             Full::Bytes => Refusal::Full("total bytes", config.max_held_bytes_total()),
         })?;
         let limit = config.max_held_bytes_per_function();
-        if !flight.take_bytes(self.bytes, limit) {
+        if !flight.take_bytes(self.bytes as usize, limit) {
             return Err(Refusal::Full("per-function bytes", limit));
         }
         Ok(place)
@@ -236,7 +242,7 @@ impl Drop for Waiter<'_> {
             }
         }
         if self.admitted {
-            flight.give_bytes(self.bytes);
+            flight.give_bytes(self.bytes as usize);
             flight.leave();
         }
     }

@@ -9,7 +9,7 @@ use common::{Echo, Harness};
 use http::{Request, StatusCode};
 use tower::{Layer, ServiceExt};
 use tower_scale_from_zero::cache::TtlCache;
-use tower_scale_from_zero::extract::{from_fn, Target};
+use tower_scale_from_zero::extract::{from_fn, Extracted};
 use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
 use tower_scale_from_zero::{ErrorKind, FunctionScaler, ScaleFromZeroLayer, ScalingConfig};
 
@@ -81,7 +81,7 @@ async fn unicode_and_control_bytes_from_a_custom_extractor_get_400() {
         .build();
     let by_header = from_fn(|req: &Request<String>| {
         let name = req.extensions().get::<String>()?;
-        Some(Target::new(name.as_str(), "fn"))
+        Some(Extracted::new(name.as_str(), "fn"))
     });
     let gateway = ScaleFromZeroLayer::new(scaler)
         .extractor(by_header)

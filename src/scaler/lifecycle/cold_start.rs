@@ -14,13 +14,13 @@ use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
 use super::{Lifecycle, Record, Trust};
-use crate::scaler::flight::{Flight, Outcome, Ready};
+use crate::scaler::flight::{FlightState, Outcome, Ready};
 use crate::single_flight::{FlightContext, KeepAlive};
 use crate::util::{far_instant, ErrorChain, Millis};
 use crate::{ErrorKind, FunctionId, QueryError, ScaleError, ServiceQueryResponse};
 
-pub(super) type FlightCx = FlightContext<FunctionId, Outcome, Flight>;
-pub(super) type FlightKeepAlive = KeepAlive<FunctionId, Outcome, Flight>;
+pub(super) type FlightCx = FlightContext<FunctionId, Outcome, FlightState>;
+pub(super) type FlightKeepAlive = KeepAlive<FunctionId, Outcome, FlightState>;
 
 /// `work`'s output; or, if a push releases the flight first, the flight ends with that state.
 macro_rules! or_released {
@@ -73,7 +73,7 @@ impl Lifecycle {
     /// admitted (a refresh whose requests left, or a cold start whose every request was
     /// refused: it must not touch the platform) or the deadline of the last one that joined
     /// has passed.
-    async fn abandoned(&self, context: &FlightCx, flight: &Flight) {
+    async fn abandoned(&self, context: &FlightCx, flight: &FlightState) {
         loop {
             let left = context.caller_left();
             tokio::pin!(left);
@@ -98,7 +98,13 @@ impl Lifecycle {
     }
 
     /// Activity, metrics and the log line of a flight that ended.
-    fn report(&self, function: &FunctionId, flight: &Flight, started: Instant, outcome: &Outcome) {
+    fn report(
+        &self,
+        function: &FunctionId,
+        flight: &FlightState,
+        started: Instant,
+        outcome: &Outcome,
+    ) {
         let record = self.records.get(function.as_function_ref());
         if let (Ok(ready), Some(record)) = (outcome, &record) {
             if ready.state.is_ready() {
@@ -137,7 +143,7 @@ impl Lifecycle {
         }
     }
 
-    async fn bring_up(self: &Arc<Self>, function: &FunctionId, flight: &Flight) -> Outcome {
+    async fn bring_up(self: &Arc<Self>, function: &FunctionId, flight: &FlightState) -> Outcome {
         let config = &self.config;
         let mut failures = 0;
 
@@ -266,7 +272,7 @@ impl Lifecycle {
     async fn scale_up(
         self: &Arc<Self>,
         function: &FunctionId,
-        flight: &Flight,
+        flight: &FlightState,
         record: &Arc<Record>,
         state: &ServiceQueryResponse,
     ) -> Result<Option<Ready>, ScaleError> {
@@ -335,7 +341,7 @@ impl Lifecycle {
                     sending.record.scale_up_written(Instant::now());
                     // Other gateways learn at once that this one is bringing it up: none of
                     // them scales it down meanwhile.
-                    lifecycle.record_if_due(&sending.record);
+                    lifecycle.report_activity_if_due(&sending.record);
                 }
                 written
             }
@@ -345,7 +351,7 @@ impl Lifecycle {
 
     /// Waits until `until`, or less if a push released the flight (returned) or a read is
     /// asked for (`None`, as when the time is up). The sleep is made once.
-    async fn pause(&self, flight: &Flight, until: Instant) -> Option<Ready> {
+    async fn pause(&self, flight: &FlightState, until: Instant) -> Option<Ready> {
         let sleep = sleep_until(until);
         tokio::pin!(sleep);
         loop {
@@ -404,7 +410,7 @@ impl Lifecycle {
     fn failed(
         &self,
         function: &FunctionId,
-        flight: &Flight,
+        flight: &FlightState,
         err: QueryError,
         failures: &mut u32,
         scale_attempts: Option<u32>,
@@ -447,7 +453,10 @@ impl Drop for Sending {
 
 /// `work`, unless a push releases the flight first (then the released state; `work` is
 /// dropped, which for a read or a wait is fine, and a write runs on a task of its own).
-async fn unless_released<T>(flight: &Flight, work: impl Future<Output = T>) -> Result<T, Ready> {
+async fn unless_released<T>(
+    flight: &FlightState,
+    work: impl Future<Output = T>,
+) -> Result<T, Ready> {
     tokio::pin!(work);
     loop {
         let woken = flight.wake().notified();

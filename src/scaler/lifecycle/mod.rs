@@ -27,13 +27,17 @@
 //! | `ScalingUp`, `Warm` | a read or push says desired 0 (and it is not our own write lagging) | `Cold` | [`Record::seen`] |
 //! | `Cold`, `ScaledDown` | our scale-up is sent | `ScalingUp` | [`cold_start`](Lifecycle::cold_start) |
 //! | `ScalingUp` | our scale-up failed | back to where it was | [`Record::scale_up_failed`] |
-//! | `ScalingUp` | a readiness deadline passes and reads still say desired 0 | scale-up sent again | [`cold_start`](Lifecycle::cold_start) |
+//! | `ScalingUp`, `Cold` | requests wait, reads say desired 0, and no write succeeded for a readiness deadline (lost, or undone by an operator), or the write relied on failed | scale-up sent again (at most once per readiness deadline) | [`cold_start`](Lifecycle::cold_start) |
 //! | `Warm` | idle for its period, nothing in flight, no other gateway served it | `ScalingDown` | [`scale_down`](Lifecycle::scale_down) |
 //! | `ScalingDown` | the platform scaled it down | `ScaledDown` | [`Record::scaled_down`] |
 //! | `ScalingDown` | the platform refused, or the call failed | `Warm` (retried later, with backoff) | [`Record::scale_down_abandoned`] |
+//! | `ScalingDown` | the call timed out or was cancelled (it may have happened) | `ScaledDown`, the last known state dropped | [`Record::scale_down_uncertain`], [`Record::scale_down_interrupted`] |
 //! | `ScalingDown`, `ScaledDown` | a read or push says ready | unchanged (it is from before) | [`Record::seen`] |
 //! | any | the provider says not found (a read, a scale-down) | gone | [`Lifecycle::gone`] |
-//! | any but `ScalingUp`, `ScalingDown`, `ScaledDown` | quiet and idle, and not opted in to scale to zero | unknown (record dropped) | the reaper; a full map drops its oldest unused record |
+//! | `Cold`, or `Warm` not opted in to scale to zero | quiet and idle | unknown (record dropped) | the reaper; a full map drops its oldest unused record |
+//!
+//! A record that carries an obligation (`ScalingUp`, `ScalingDown`, `ScaledDown`, or `Warm`
+//! and opted in to scale to zero) is never dropped: the map may grow past its bound for them.
 //!
 //! Beside the phase, a `Warm` function whose refresh fails with a retryable error or a
 //! timeout is in an *outage*: its requests are served from its last known state
@@ -45,7 +49,10 @@
 //! Requests ([`requests`]) take the warm path, or join the function's flight
 //! ([`SingleFlight`]): one task per function at a time, that brings it up
 //! ([`cold_start`](Lifecycle::cold_start)) or takes it down
-//! ([`scale_down`](Lifecycle::scale_down)); a request's wait lives in
+//! ([`scale_down`](Lifecycle::scale_down)). A cold start belongs to the scaler, not to its
+//! requests: it runs to its own outcome whatever they do (a waiting page shown, a disconnect),
+//! or until none waits and the deadline of the last one that joined has passed, and it stops
+//! with the scaler's last handle; a request's wait lives in
 //! [`waiter`](super::waiter), the deadlines of a flight's waiters in
 //! [`deadlines`](super::deadlines). Pushes ([`ReadinessNotifier`](crate::ReadinessNotifier)) move a
 //! record directly and release the flight's waiters. The idle reaper looks for functions due
@@ -66,7 +73,7 @@ use tokio::time::Instant;
 pub use self::phase::Phase;
 pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
 use self::scale_down::Reaper;
-use super::flight::{Flight, Outcome, Ready};
+use super::flight::{FlightState, Outcome, Ready};
 use super::provider_calls::ProviderCalls;
 use super::waiter::Holding;
 use crate::activity::ActivityStore;
@@ -87,7 +94,7 @@ pub(crate) struct Lifecycle {
     /// Functions the provider said do not exist, remembered briefly.
     gone: TtlMap<()>,
     /// One flight per function at a time.
-    pub(crate) flights: SingleFlight<FunctionId, Outcome, Flight>,
+    pub(crate) flights: SingleFlight<FunctionId, Outcome, FlightState>,
     /// What every waiter shares: the limits, the requests held and their bytes, whether a
     /// drain's budget is spent.
     pub(crate) holding: Holding,
@@ -138,7 +145,7 @@ impl Lifecycle {
         &self,
         function: &FunctionId,
         state: &ServiceQueryResponse,
-        flight: &Flight,
+        flight: &FlightState,
     ) -> (Arc<Record>, Trust) {
         let record = self.record(function);
         flight.confirmed(function);

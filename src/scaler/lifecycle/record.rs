@@ -69,8 +69,8 @@ fn decode(word: u64) -> IdlePolicy {
     }
 }
 
-/// `next_record` while a record is under way: never due.
-const RECORDING: u64 = u64::MAX;
+/// `next_report` while a record is under way: never due.
+const REPORTING: u64 = u64::MAX;
 
 /// One function the provider confirmed: its phase and activity. The warm path reads the
 /// atomics; the moves between phases take the small lock.
@@ -83,14 +83,14 @@ pub(crate) struct Record {
     last_end: AtomicU64,
     policy: AtomicU64,
     /// When this gateway is next due to record activity in the shared store (ms since
-    /// `epoch`); `RECORDING` while a record is under way.
-    next_record: AtomicU64,
-    record_failures: AtomicU32,
-    slow: Mutex<Slow>,
+    /// `epoch`); `REPORTING` while a record is under way.
+    next_report: AtomicU64,
+    report_failures: AtomicU32,
+    details: Mutex<Details>,
 }
 
 #[derive(Default)]
-struct Slow {
+struct Details {
     /// `ScalingUp`: when the scale-up was sent.
     asked_at: Option<Instant>,
     /// When a scale-up of this scaler's last succeeded (not cleared by reads): a scale-up
@@ -122,9 +122,9 @@ impl Record {
             word: PhaseWord::new(Phase::Cold),
             last_end: AtomicU64::new(now),
             policy: AtomicU64::new(NEVER),
-            next_record: AtomicU64::new(0),
-            record_failures: AtomicU32::new(0),
-            slow: Mutex::new(Slow::default()),
+            next_report: AtomicU64::new(0),
+            report_failures: AtomicU32::new(0),
+            details: Mutex::new(Details::default()),
         }
     }
 
@@ -159,8 +159,8 @@ impl Record {
     pub(crate) fn seen(&self, state: &ServiceQueryResponse, now: Instant) -> Seen {
         self.policy
             .store(encode(state.scale_to_zero), Ordering::Relaxed);
-        let mut slow = lock(&self.slow);
-        let recovered = slow.outage.take().map(|outage| now - outage.since);
+        let mut details = lock(&self.details);
+        let recovered = details.outage.take().map(|outage| now - outage.since);
         let phase = self.phase();
         let trust = if state.is_ready() {
             if phase.distrusts_ready() {
@@ -173,8 +173,8 @@ impl Record {
                         .fetch_max(ms_since(self.epoch), Ordering::AcqRel);
                 }
                 self.set_phase(Phase::Warm);
-                slow.asked_at = None;
-                slow.last_ready = Some((state.clone(), now));
+                details.asked_at = None;
+                details.last_ready = Some((state.clone(), now));
                 Trust::Ready
             }
         } else {
@@ -185,10 +185,10 @@ impl Record {
                 // has taken effect, if we sent one).
                 _ if state.desired_replicas > 0 => {
                     self.set_phase(Phase::ScalingUp);
-                    slow.asked_at = None;
+                    details.asked_at = None;
                 }
                 // Our write is out and not visible yet: read-after-write lag.
-                Phase::ScalingUp if slow.asked_at.is_some() => {}
+                Phase::ScalingUp if details.asked_at.is_some() => {}
                 _ => self.set_phase(Phase::Cold),
             }
             Trust::NotReady
@@ -208,11 +208,11 @@ impl Record {
     /// while the write is under way does not write again. Returns the phase before, for
     /// [`scale_up_failed`](Self::scale_up_failed).
     pub(crate) fn scale_up_sent(&self, now: Instant) -> Phase {
-        let mut slow = lock(&self.slow);
+        let mut details = lock(&self.details);
         let before = self.phase();
         if before != Phase::Warm {
             self.set_phase(Phase::ScalingUp);
-            slow.asked_at = Some(now);
+            details.asked_at = Some(now);
         }
         before
     }
@@ -220,28 +220,28 @@ impl Record {
     /// The scale-up write failed: back to the phase before it (unless a read or a push moved
     /// the function on meanwhile).
     pub(crate) fn scale_up_failed(&self, before: Phase) {
-        let mut slow = lock(&self.slow);
+        let mut details = lock(&self.details);
         if self.phase() == Phase::ScalingUp {
             self.set_phase(before);
-            slow.asked_at = None;
+            details.asked_at = None;
         }
     }
 
     /// A scale-up of this scaler's succeeded at `now`.
     pub(crate) fn scale_up_written(&self, now: Instant) {
-        lock(&self.slow).written_at = Some(now);
+        lock(&self.details).written_at = Some(now);
     }
 
     /// When a scale-up of this scaler's last succeeded.
     pub(crate) fn last_written(&self) -> Option<Instant> {
-        lock(&self.slow).written_at
+        lock(&self.details).written_at
     }
 
     /// Whether this scaler sent a scale-up less than `within` ago that no read has shown yet.
     pub(crate) fn recently_asked(&self, now: Instant, within: Duration) -> bool {
-        let slow = lock(&self.slow);
+        let details = lock(&self.details);
         self.phase() == Phase::ScalingUp
-            && slow
+            && details
                 .asked_at
                 .is_some_and(|at| now < far_instant(at, within))
     }
@@ -256,7 +256,7 @@ impl Record {
         let due = self.phase() == Phase::Warm
             && self.word.in_flight() == 0
             && idle >= period.as_millis() as u64
-            && now_ms >= lock(&self.slow).scale_down_not_before;
+            && now_ms >= lock(&self.details).scale_down_not_before;
         due.then_some(period)
     }
 
@@ -281,23 +281,23 @@ impl Record {
     /// `Warm` → `ScalingDown`, unless a request is in flight (then nothing changes and the
     /// answer is `false`). From here on requests take the cold path.
     pub(crate) fn begin_scale_down(&self) -> bool {
-        let _slow = lock(&self.slow);
+        let _slow = lock(&self.details);
         self.word.begin_scale_down()
     }
 
     /// `ScalingDown` → `ScaledDown`: the platform scaled it to zero.
     pub(crate) fn scaled_down(&self) {
-        let mut slow = lock(&self.slow);
+        let mut details = lock(&self.details);
         self.set_phase(Phase::ScaledDown);
-        slow.scale_down_failures = 0;
-        slow.last_ready = None;
-        slow.outage = None;
+        details.scale_down_failures = 0;
+        details.last_ready = None;
+        details.outage = None;
     }
 
     /// `ScalingDown` → `ScaledDown`: the scale-down was cancelled mid-call, so it may have
     /// happened.
     pub(crate) fn scale_down_interrupted(&self) {
-        let _slow = lock(&self.slow);
+        let _slow = lock(&self.details);
         if self.phase() == Phase::ScalingDown {
             self.set_phase(Phase::ScaledDown);
         }
@@ -306,15 +306,15 @@ impl Record {
     /// `ScalingDown` → `Warm`: the scale-down did not happen (refused or failed); no new
     /// attempt for `pause`. Returns the failed attempts in a row when `failed`.
     pub(crate) fn scale_down_abandoned(&self, pause: Duration, failed: bool) -> u32 {
-        let mut slow = lock(&self.slow);
+        let mut details = lock(&self.details);
         if self.phase() == Phase::ScalingDown {
             self.set_phase(Phase::Warm);
         }
         if failed {
-            slow.scale_down_failures += 1;
+            details.scale_down_failures += 1;
         }
-        slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
-        slow.scale_down_failures
+        details.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+        details.scale_down_failures
     }
 
     /// `ScalingDown` → `ScaledDown`: the scale-down's call timed out, so it may have
@@ -323,25 +323,25 @@ impl Record {
     /// that changes nothing), and the last known state is dropped (stale-if-error must not
     /// forward to zero replicas); no new attempt for `pause`.
     pub(crate) fn scale_down_uncertain(&self, pause: Duration) {
-        let mut slow = lock(&self.slow);
+        let mut details = lock(&self.details);
         if self.phase() == Phase::ScalingDown {
             self.set_phase(Phase::ScaledDown);
         }
-        slow.scale_down_failures += 1;
-        slow.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
-        slow.last_ready = None;
-        slow.outage = None;
+        details.scale_down_failures += 1;
+        details.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+        details.last_ready = None;
+        details.outage = None;
     }
 
     /// No scale-down for `pause` (nothing else changes): another gateway served it recently,
     /// or one is being considered.
     pub(crate) fn defer_scale_down(&self, pause: Duration) {
-        lock(&self.slow).scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
+        lock(&self.details).scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
     }
 
     /// Failed scale-downs in a row.
     pub(crate) fn scale_down_failures(&self) -> u32 {
-        lock(&self.slow).scale_down_failures
+        lock(&self.details).scale_down_failures
     }
 
     // --- stale-if-error ----------------------------------------------------------------------
@@ -349,9 +349,9 @@ impl Record {
     /// The last known ready state, if requests may be served from it without a refresh now:
     /// an outage is under way and its next refresh is not due yet.
     pub(crate) fn stale(&self, now: Instant, window: Duration) -> Option<ServiceQueryResponse> {
-        let slow = lock(&self.slow);
-        let outage = slow.outage.as_ref()?;
-        let (state, at) = slow.last_ready.as_ref()?;
+        let details = lock(&self.details);
+        let outage = details.outage.as_ref()?;
+        let (state, at) = details.last_ready.as_ref()?;
         (self.phase() == Phase::Warm && now < outage.retry_at && now < far_instant(*at, window))
             .then(|| state.clone())
     }
@@ -365,14 +365,14 @@ impl Record {
         window: Duration,
         backoff: &Backoff,
     ) -> Stale {
-        let mut slow = lock(&self.slow);
-        let Some((state, at)) = slow.last_ready.clone() else {
+        let mut details = lock(&self.details);
+        let Some((state, at)) = details.last_ready.clone() else {
             return Stale::Unknown;
         };
         if self.phase() != Phase::Warm || window.is_zero() {
             return Stale::Unknown;
         }
-        let outage = slow.outage.get_or_insert(Outage {
+        let outage = details.outage.get_or_insert(Outage {
             since: now,
             failures: 0,
             retry_at: now,
@@ -418,33 +418,31 @@ impl Record {
     /// Whether this gateway should record activity in the shared store at `now_ms`. One load:
     /// it is asked on every tracked request.
     #[inline]
-    pub(crate) fn record_due(&self, now_ms: u64) -> bool {
-        now_ms >= self.next_record.load(Ordering::Relaxed)
+    pub(crate) fn report_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_report.load(Ordering::Relaxed)
     }
 
     /// Claims the record that is due; `false` if another request claimed it first.
-    pub(crate) fn claim_record(&self, now_ms: u64) -> bool {
-        let next = self.next_record.load(Ordering::Relaxed);
+    pub(crate) fn claim_report(&self, now_ms: u64) -> bool {
+        let next = self.next_report.load(Ordering::Relaxed);
         now_ms >= next
             && self
-                .next_record
-                .compare_exchange(next, RECORDING, Ordering::AcqRel, Ordering::Relaxed)
+                .next_report
+                .compare_exchange(next, REPORTING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
     }
 
     /// The claimed record ended: the next one is due `every` later after a success, and
     /// after a backoff (from `first`, doubling, at most `every`) after a failure or a panic.
-    pub(crate) fn recorded(&self, ok: bool, every: Duration, first: Duration) {
+    pub(crate) fn reported(&self, ok: bool, every: Duration, first: Duration) {
         let pause = if ok {
-            self.record_failures.store(0, Ordering::Relaxed);
+            self.report_failures.store(0, Ordering::Relaxed);
             every
         } else {
-            let failures = self.record_failures.fetch_add(1, Ordering::Relaxed) + 1;
-            first
-                .saturating_mul(1 << failures.saturating_sub(1).min(20))
-                .min(every)
+            let failures = self.report_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            Backoff::step(first, every, failures)
         };
-        self.next_record
+        self.next_report
             .store(self.now_ms() + pause.as_millis() as u64, Ordering::Release);
     }
 }

@@ -106,7 +106,7 @@ impl Lifecycle {
             return None;
         };
         self.reaper.ensure_running(self);
-        self.record_if_due(guard.record());
+        self.report_activity_if_due(guard.record());
         Some(guard)
     }
 
@@ -114,47 +114,47 @@ impl Lifecycle {
     /// when a record is due: at most once per quarter of its idle period, on each request,
     /// while requests are in flight (the reaper asks), and when a scale-up is sent.
     #[inline]
-    pub(crate) fn record_if_due(self: &Arc<Self>, record: &Arc<Record>) {
+    pub(crate) fn report_activity_if_due(self: &Arc<Self>, record: &Arc<Record>) {
         let Some(store) = &self.activity_store else {
             return;
         };
         if let Some(period) = record.policy().period(self.config.idle_period()) {
             let now = record.now_ms();
-            if record.record_due(now)
+            if record.report_due(now)
                 && tokio::runtime::Handle::try_current().is_ok()
-                && record.claim_record(now)
+                && record.claim_report(now)
             {
-                self.record_activity(Arc::clone(store), Arc::clone(record), period / 4);
+                self.report_activity(Arc::clone(store), Arc::clone(record), period / 4);
             }
         }
     }
 
     /// Records in the shared store that this gateway serves the function; the next record is
     /// due `every` later, or after a backoff if this one fails, panics or never finishes.
-    fn record_activity(
+    fn report_activity(
         self: &Arc<Self>,
         store: Arc<dyn crate::activity::ActivityStore>,
         record: Arc<Record>,
         every: Duration,
     ) {
         let lifecycle = Arc::clone(self);
-        let span = tracing::info_span!("record_activity", function = %record.id());
+        let span = tracing::info_span!("report_activity", function = %record.id());
         tokio::spawn(
             async move {
-                let mut recording = Recording {
+                let mut reporting = Reporting {
                     record,
                     ok: false,
                     every,
                     first: lifecycle.config.poll_interval(),
                 };
-                let id = recording.record.id().clone();
+                let id = reporting.record.id().clone();
                 let call = lifecycle.calls.call("record_activity", store.record(&id));
                 match AssertUnwindSafe(call).catch_unwind().await {
-                    Ok(Ok(())) => recording.ok = true,
+                    Ok(Ok(())) => reporting.ok = true,
                     Ok(Err(err)) => {
-                        tracing::debug!(error = %ErrorChain(&err), "recording activity failed");
+                        tracing::debug!(error = %ErrorChain(&err), "reporting activity failed");
                     }
-                    Err(_) => tracing::warn!("the activity store panicked while recording"),
+                    Err(_) => tracing::warn!("the activity store panicked while reporting"),
                 }
             }
             .instrument(span),
@@ -328,15 +328,15 @@ impl Lifecycle {
 
 /// A claimed activity record: however its task ends (done, failed, panicked, dropped with its
 /// runtime), the next one is scheduled.
-struct Recording {
+struct Reporting {
     record: Arc<Record>,
     ok: bool,
     every: Duration,
     first: Duration,
 }
 
-impl Drop for Recording {
+impl Drop for Reporting {
     fn drop(&mut self) {
-        self.record.recorded(self.ok, self.every, self.first);
+        self.record.reported(self.ok, self.every, self.first);
     }
 }

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::cold_start::{FlightCx, FlightKeepAlive};
 use super::{Lifecycle, Record};
 use crate::scaler::flight::{Outcome, Ready};
-use crate::util::{lock, ErrorChain, Millis};
+use crate::util::{lock, Backoff, ErrorChain, Millis};
 use crate::{FunctionId, ServiceQueryResponse};
 
 /// The idle reaper's task: started by the first tracked request made inside a runtime (so a
@@ -103,7 +103,7 @@ impl Lifecycle {
             // A stream or a long poll keeps its function up on every gateway: its activity is
             // recorded while it lasts, not only when it starts.
             if record.in_flight() > 0 {
-                self.record_if_due(&record);
+                self.report_activity_if_due(&record);
                 continue;
             }
             if let Some(idle) = record.due(record.now_ms(), default) {
@@ -231,9 +231,8 @@ impl Lifecycle {
             }
             Err(err) => {
                 let failures = record.scale_down_failures() + 1;
-                let pause = every
-                    .saturating_mul(1 << failures.min(6).saturating_sub(1))
-                    .min(idle);
+                // Doubling from the check interval, at most 32 of them (and the idle period).
+                let pause = Backoff::step(every, every.saturating_mul(32).min(idle), failures);
                 if err.is_timeout() {
                     // The write may have reached the platform: "ready" is not known any more
                     // until a read or a push says so again (nothing is served stale from it).
