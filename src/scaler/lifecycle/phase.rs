@@ -32,7 +32,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    const ALL: [Phase; 5] = [
+    pub(crate) const ALL: [Phase; 5] = [
         Phase::Cold,
         Phase::ScalingUp,
         Phase::Warm,

@@ -210,11 +210,31 @@ impl Record {
     pub(crate) fn scale_up_sent(&self, now: Instant) -> Phase {
         let mut details = lock(&self.details);
         let before = self.phase();
-        if before != Phase::Warm {
-            self.set_phase(Phase::ScalingUp);
-            details.asked_at = Some(now);
+        match before {
+            // Cold, ScaledDown → ScalingUp; ScalingUp (sent again) → ScalingUp, asked afresh.
+            Phase::Cold | Phase::ScaledDown | Phase::ScalingUp => {
+                self.set_phase(Phase::ScalingUp);
+                details.asked_at = Some(now);
+            }
+            // Warm: a push made it ready meanwhile; it stays so.
+            Phase::Warm => {}
+            // A scale-up is never sent while this scaler's scale-down is under way (the
+            // scale-down is the function's flight): ignored.
+            Phase::ScalingDown => self.ignored("a scale-up sent"),
         }
         before
+    }
+
+    /// A move that cannot happen in the phase the record is in: nothing changes, and it is
+    /// logged.
+    #[cold]
+    fn ignored(&self, event: &str) {
+        tracing::debug!(
+            function = %self.id,
+            phase = ?self.phase(),
+            "{event} ignored in phase {:?}",
+            self.phase()
+        );
     }
 
     /// The scale-up write failed: back to the phase before it (unless a read or a push moved
@@ -288,6 +308,9 @@ impl Record {
     /// `ScalingDown` → `ScaledDown`: the platform scaled it to zero.
     pub(crate) fn scaled_down(&self) {
         let mut details = lock(&self.details);
+        if self.phase() != Phase::ScalingDown {
+            return self.ignored("a finished scale-down");
+        }
         self.set_phase(Phase::ScaledDown);
         details.scale_down_failures = 0;
         details.last_ready = None;
@@ -297,9 +320,11 @@ impl Record {
     /// `ScalingDown` → `ScaledDown`: the scale-down was cancelled mid-call, so it may have
     /// happened.
     pub(crate) fn scale_down_interrupted(&self) {
-        let _slow = lock(&self.details);
+        let _details = lock(&self.details);
         if self.phase() == Phase::ScalingDown {
             self.set_phase(Phase::ScaledDown);
+        } else {
+            self.ignored("a cancelled scale-down");
         }
     }
 
@@ -326,6 +351,8 @@ impl Record {
         let mut details = lock(&self.details);
         if self.phase() == Phase::ScalingDown {
             self.set_phase(Phase::ScaledDown);
+        } else {
+            self.ignored("a timed-out scale-down");
         }
         details.scale_down_failures += 1;
         details.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
@@ -746,6 +773,107 @@ mod tests {
         }
         for n in 0..3 {
             assert!(records.get(id(n).as_function_ref()).is_some(), "f{n} kept");
+        }
+    }
+
+    /// Every move, tried in every phase: the phase it leaves the record in. The impossible
+    /// ones (a scale-down finishing that never began, a scale-up during our own scale-down)
+    /// change nothing and never panic.
+    #[tokio::test(start_paused = true)]
+    async fn every_event_in_every_phase_moves_as_the_table_says() {
+        use Phase::*;
+        type Event = (&'static str, fn(&Record));
+        let events: [Event; 10] = [
+            ("read: ready", |r| {
+                r.seen(&ServiceQueryResponse::new(1, 1), Instant::now());
+            }),
+            ("read: starting", |r| {
+                r.seen(&ServiceQueryResponse::new(1, 0), Instant::now());
+            }),
+            ("read: desired 0", |r| {
+                r.seen(&ServiceQueryResponse::new(0, 0), Instant::now());
+            }),
+            ("scale-up sent", |r| {
+                r.scale_up_sent(Instant::now());
+            }),
+            ("scale-up failed", |r| r.scale_up_failed(Cold)),
+            ("scale-down begins", |r| {
+                r.begin_scale_down();
+            }),
+            ("scaled down", |r| r.scaled_down()),
+            ("scale-down refused", |r| {
+                r.scale_down_abandoned(Duration::from_secs(1), false);
+            }),
+            ("scale-down timed out", |r| {
+                r.scale_down_uncertain(Duration::from_secs(1))
+            }),
+            ("scale-down cancelled", |r| r.scale_down_interrupted()),
+        ];
+        // Rows: the phase before; columns: the events above, in order.
+        let table: [(Phase, [Phase; 10]); 5] = [
+            (
+                Cold,
+                [
+                    Warm, ScalingUp, Cold, ScalingUp, Cold, Cold, Cold, Cold, Cold, Cold,
+                ],
+            ),
+            (
+                ScalingUp,
+                [
+                    Warm, ScalingUp, Cold, ScalingUp, Cold, ScalingUp, ScalingUp, ScalingUp,
+                    ScalingUp, ScalingUp,
+                ],
+            ),
+            (
+                Warm,
+                [
+                    Warm,
+                    ScalingUp,
+                    Cold,
+                    Warm,
+                    Warm,
+                    ScalingDown,
+                    Warm,
+                    Warm,
+                    Warm,
+                    Warm,
+                ],
+            ),
+            (
+                ScalingDown,
+                [
+                    ScalingDown,
+                    ScalingDown,
+                    ScalingDown,
+                    ScalingDown,
+                    ScalingDown,
+                    ScalingDown,
+                    ScaledDown,
+                    Warm,
+                    ScaledDown,
+                    ScaledDown,
+                ],
+            ),
+            (
+                ScaledDown,
+                [
+                    ScaledDown, ScaledDown, ScaledDown, ScalingUp, ScaledDown, ScaledDown,
+                    ScaledDown, ScaledDown, ScaledDown, ScaledDown,
+                ],
+            ),
+        ];
+        assert_eq!(table.len(), Phase::ALL.len(), "a row per phase");
+        for (before, after) in table {
+            for ((name, event), expected) in events.iter().zip(after) {
+                let record = record();
+                record.set_phase(before);
+                event(&record);
+                assert_eq!(
+                    record.phase(),
+                    expected,
+                    "{name} in {before:?} should leave {expected:?}"
+                );
+            }
         }
     }
 }
