@@ -55,8 +55,9 @@ pub use self::service::ScaleFromZero;
 pub use self::upgrade::UpgradeActivity;
 
 /// What the layer itself keeps for each held request, beyond the request: its boxed wait,
-/// the waiter's bookkeeping and the deadline entry (`benches/held_memory.rs` measures 257
-/// bytes; rounded up).
+/// the waiter's bookkeeping and the deadline entry (`benches/held_memory.rs` measures what
+/// a held request keeps beyond its `Request`; this rounds it up, and the bench checks that
+/// the count covers it).
 pub const HELD_OVERHEAD: usize = 320;
 
 /// What holding `req` keeps, in bytes, as counted against
