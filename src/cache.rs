@@ -1,14 +1,11 @@
 //! The replica-state cache: the [`FunctionCacher`] trait and its default, [`TtlCache`].
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::time::Instant;
 
+use crate::bounded::BoundedMap;
 use crate::function::FunctionRef;
 use crate::util::far_instant;
 use crate::{FunctionId, ServiceQueryResponse};
@@ -126,18 +123,10 @@ impl FunctionCacher for TtlCache {
 }
 
 /// A bounded map whose entries expire; shared by [`TtlCache`] and the scaler's "not found"
-/// cache.
+/// cache. Each entry holds the instant it expires: a hit costs one clock read and one
+/// comparison.
 pub(crate) struct TtlMap<V> {
-    // foldhash, seeded per process: several times cheaper than SipHash on short names, which
-    // matters on the warm path; names are validated DNS labels of at most 63 bytes.
-    // Each entry holds the instant it expires: a hit costs one clock read and one comparison.
-    entries: DashMap<FunctionId, (Instant, V), foldhash::fast::RandomState>,
-    // Keys in insertion order, for eviction. It may hold keys removed since (skipped when
-    // met) and is compacted when it grows past twice the capacity. Only inserts of new keys
-    // and evictions take this lock; look-ups and updates of present keys never do.
-    order: Mutex<VecDeque<FunctionId>>,
-    // Counted here: `DashMap::len` locks every shard.
-    len: AtomicUsize,
+    map: BoundedMap<(Instant, V)>,
     ttl: Duration,
     capacity: usize,
 }
@@ -145,19 +134,15 @@ pub(crate) struct TtlMap<V> {
 impl<V: Clone> TtlMap<V> {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            order: Mutex::new(VecDeque::new()),
-            len: AtomicUsize::new(0),
+            map: BoundedMap::new(capacity),
             ttl,
             capacity,
         }
     }
 
     pub(crate) fn get(&self, function: FunctionRef<'_>) -> Option<V> {
-        function
-            .with_key(|key| {
-                let entry = self.entries.get(key)?;
-                let (expires, value) = entry.value();
+        self.map
+            .with(function, |(expires, value)| {
                 (Instant::now() < *expires).then(|| value.clone())
             })
             .flatten()
@@ -165,67 +150,26 @@ impl<V: Clone> TtlMap<V> {
 
     /// Whether a fresh entry for `function` passes `test`, without copying it.
     pub(crate) fn test(&self, function: FunctionRef<'_>, test: impl FnOnce(&V) -> bool) -> bool {
-        function
-            .with_key(|key| {
-                self.entries.get(key).is_some_and(|entry| {
-                    let (expires, value) = entry.value();
-                    Instant::now() < *expires && test(value)
-                })
+        self.map
+            .with(function, |(expires, value)| {
+                Instant::now() < *expires && test(value)
             })
             .unwrap_or(false)
     }
 
     pub(crate) fn insert(&self, function: &FunctionId, value: V) {
-        if self.capacity == 0 {
-            return;
-        }
-        // A TTL too long to represent means "never expires" (about a century).
+        // A TTL too long to represent means "never expires" (about a century). Any entry
+        // may go to make room: the oldest insertion is the nearest expiry.
         let expires = far_instant(Instant::now(), self.ttl);
-        // The common case, a refresh of a present key: no eviction, no ring.
-        if self
-            .entries
-            .insert(function.clone(), (expires, value))
-            .is_some()
-        {
-            return;
-        }
-        let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut order = crate::util::lock(&self.order);
-        order.push_back(function.clone());
-        if len > self.capacity {
-            self.evict_one(&mut order);
-        }
-        if order.len() >= self.capacity.saturating_mul(2).max(64) {
-            // Keys removed since, and repeats of re-inserted ones: O(n) once per n inserts.
-            let mut seen = HashSet::with_capacity(order.len());
-            order.retain(|key| self.entries.contains_key(key.key()) && seen.insert(key.clone()));
-        }
+        self.map.insert(function, (expires, value), |_| true);
     }
 
     pub(crate) fn remove(&self, function: FunctionRef<'_>) {
-        if function
-            .with_key(|key| self.entries.remove(key).is_some())
-            .unwrap_or(false)
-        {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.map.remove(function);
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
-    }
-
-    /// Removes the oldest-inserted entry still present: one hash operation, plus the keys
-    /// removed since they were queued (each dropped from the ring once): O(1) amortised.
-    /// The oldest insertion is the nearest expiry unless it was refreshed since; a refreshed
-    /// (busy) function that is evicted costs one provider call when next asked for.
-    fn evict_one(&self, order: &mut VecDeque<FunctionId>) {
-        while let Some(key) = order.pop_front() {
-            if self.entries.remove(key.key()).is_some() {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-        }
+        self.map.len()
     }
 }
 
@@ -310,7 +254,7 @@ mod tests {
             cache.set(&id("a"), ServiceQueryResponse::new(1, 1));
             cache.invalidate(FunctionRef::new("a", "fn"));
         }
-        assert!(cache.map.order.lock().unwrap().len() <= 64);
+        assert!(cache.map.map.ring_len() <= 64);
         assert!(cache.is_empty());
     }
 

@@ -81,6 +81,7 @@
 
 pub mod activity;
 pub mod body;
+mod bounded;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -1,16 +1,15 @@
 //! [`Record`]: what the scaler knows of one function, its [`Phase`] and the moves between
 //! phases; [`Records`], the bounded map of them; [`ActivityGuard`], a request in flight.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use tokio::time::Instant;
 
 use super::phase::{Phase, PhaseWord};
+use crate::bounded::BoundedMap;
 use crate::function::FunctionRef;
 use crate::util::{far_instant, lock, Backoff};
 use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
@@ -525,21 +524,17 @@ impl fmt::Debug for ActivityGuard {
 }
 
 /// The records of the functions the provider confirmed, bounded in number: a new record in a
-/// full map replaces the oldest one that nothing uses, in O(1) amortised.
+/// full map replaces the oldest one that nothing uses and that carries no obligation, in O(1)
+/// amortised.
 pub(crate) struct Records {
-    map: DashMap<FunctionId, Arc<Record>, foldhash::fast::RandomState>,
-    /// Keys in insertion order, for eviction; may hold keys removed since (skipped).
-    order: Mutex<VecDeque<FunctionId>>,
-    capacity: usize,
+    map: BoundedMap<Arc<Record>>,
     epoch: Instant,
 }
 
 impl Records {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            map: DashMap::default(),
-            order: Mutex::new(VecDeque::new()),
-            capacity: capacity.max(1),
+            map: BoundedMap::new(capacity.max(1)),
             epoch: Instant::now(),
         }
     }
@@ -557,70 +552,36 @@ impl Records {
         function: FunctionRef<'_>,
         f: impl FnOnce(&Arc<Record>) -> R,
     ) -> Option<R> {
-        function
-            .with_key(|key| self.map.get(key).map(|entry| f(&entry)))
-            .flatten()
+        self.map.with(function, f)
     }
 
     /// The record of `function`, made if it has none; a full map first drops the
-    /// oldest-inserted record that `unused` allows and that carries no obligation (a few
-    /// tries: a busy map may overflow rather than scan, and records that carry obligations
-    /// are never dropped to make room).
+    /// oldest-inserted record that `unused` allows and that carries no obligation (records
+    /// that carry obligations are never dropped to make room: the map overflows for them).
     pub(crate) fn get_or_insert(
         &self,
         function: &FunctionId,
         unused: impl Fn(&Record) -> bool,
     ) -> Arc<Record> {
-        if let Some(record) = self.get(function.as_function_ref()) {
-            return record;
-        }
-        let mut inserted = false;
-        let record = Arc::clone(&self.map.entry(function.clone()).or_insert_with(|| {
-            inserted = true;
-            Arc::new(Record::new(function.clone(), self.epoch))
-        }));
-        if inserted {
-            let mut order = lock(&self.order);
-            order.push_back(function.clone());
-            let mut tries = 8;
-            while self.map.len() > self.capacity && tries > 0 {
-                tries -= 1;
-                let Some(oldest) = order.pop_front() else {
-                    break;
-                };
-                if oldest == *function {
-                    // Never the record this call is about to hand out.
-                    order.push_back(oldest);
-                    continue;
-                }
-                let removed = self.map.remove_if(&oldest, |_, record| {
-                    unused(record) && !record.has_obligation()
-                });
-                if removed.is_none() && self.map.contains_key(&oldest) {
-                    order.push_back(oldest);
-                }
-            }
-            if order.len() >= self.capacity.saturating_mul(2).max(64) {
-                order.retain(|key| self.map.contains_key(key));
-            }
-        }
-        record
+        self.map.get_or_insert_with(
+            function,
+            || Arc::new(Record::new(function.clone(), self.epoch)),
+            |record| unused(record) && !record.has_obligation(),
+        )
     }
 
     pub(crate) fn remove(&self, function: FunctionRef<'_>) -> Option<Arc<Record>> {
-        function
-            .with_key(|key| self.map.remove(key).map(|(_, record)| record))
-            .flatten()
+        self.map.remove(function)
     }
 
     /// Every record, copied out (no lock is held while the caller works on them).
     pub(crate) fn all(&self) -> Vec<Arc<Record>> {
-        self.map.iter().map(|entry| Arc::clone(&entry)).collect()
+        self.map.values()
     }
 
     /// Drops the records `forget` says can go.
     pub(crate) fn forget(&self, forget: impl Fn(&Record) -> bool) {
-        self.map.retain(|_, record| !forget(record));
+        self.map.retain(|record| !forget(record));
     }
 
     pub(crate) fn len(&self) -> usize {
