@@ -201,7 +201,6 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                             (Some(pacers), Some(arrived)) => {
                                 let pacers = Arc::clone(pacers);
                                 let replicas = state.available_replicas;
-                                drop(state);
                                 Resolved::Paced(Box::pin(async move {
                                     let deadline = shared.scaler.config().readiness_deadline();
                                     let Some(permit) =
@@ -238,7 +237,7 @@ impl<S, E, R> ScaleFromZero<S, E, R> {
                                     shared.mark_cold_starts || shared.cold_start_header.is_some()
                                 });
                                 // Forwarded without pacing: its place goes back now.
-                                drop((place, state));
+                                drop(place);
                                 let mut inner = inner;
                                 match inner.ready().await {
                                     Ok(inner) => call(&shared, inner, req, guard, cold_since, None),
