@@ -1,7 +1,7 @@
 //! A request waiting on its function's flight: its deadline in the flight's queue
-//! ([`Deadlines`]), its place under the total hold limit, and everything it gives back when it
-//! leaves, however it leaves (released, timed out, refused, or dropped mid-wait when its
-//! client goes away).
+//! ([`Deadlines`](super::deadlines::Deadlines)), its place under the hold limits, and
+//! everything it gives back when it leaves, however it leaves (released, timed out, refused,
+//! or dropped mid-wait when its client goes away).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -19,7 +19,14 @@
 //!
 //! # Moves
 //!
-//! | from | event | to | where |
+//! Every move between phases is an arm of one transition function,
+//! [`State::step`](state::State::step) (a phase's own data lives in its
+//! [`State`](state::State) variant; the record mirrors the phase in an atomic
+//! word for the warm path). The record's methods name the events; the flights and the reaper
+//! decide when they happen. Moves that cannot happen in a phase change nothing and are logged;
+//! a table test tries every event in every phase.
+//!
+//! | from | event | to | who sends the event |
 //! |---|---|---|---|
 //! | unknown | a read or push confirms it exists | `Cold` or `Warm` | [`Lifecycle::confirm`], [`Lifecycle::push`] |
 //! | `Cold`, `ScalingUp`, `Warm` | a read or push says ready | `Warm` | [`Record::seen`] |
@@ -27,7 +34,8 @@
 //! | `ScalingUp`, `Warm` | a read or push says desired 0 (and it is not our own write lagging) | `Cold` | [`Record::seen`] |
 //! | `Cold`, `ScaledDown` | our scale-up is sent | `ScalingUp` | [`cold_start`](Lifecycle::cold_start) |
 //! | `ScalingUp` | our scale-up failed | back to where it was | [`Record::scale_up_failed`] |
-//! | `ScalingUp`, `Cold` | requests wait, reads say desired 0, and no write succeeded for a readiness deadline (lost, or undone by an operator), or the write relied on failed | scale-up sent again (at most once per readiness deadline) | [`cold_start`](Lifecycle::cold_start) |
+//! | `ScalingUp`, `Cold` | requests wait, reads say desired 0, and no write succeeded for a readiness deadline (lost, or undone by an operator), or the write relied on failed | `ScalingUp` (the scale-up sent again, at most once per readiness deadline) | [`cold_start`](Lifecycle::cold_start) |
+//! | `ScalingDown` | a scale-up is sent | unchanged (cannot happen: the scale-down is the flight) | — |
 //! | `Warm` | idle for its period, nothing in flight, no other gateway served it | `ScalingDown` | [`scale_down`](Lifecycle::scale_down) |
 //! | `ScalingDown` | the platform scaled it down | `ScaledDown` | [`Record::scaled_down`] |
 //! | `ScalingDown` | the platform refused, or the call failed | `Warm` (retried later, with backoff) | [`Record::scale_down_abandoned`] |
@@ -63,6 +71,7 @@ mod phase;
 mod record;
 pub(crate) mod requests;
 mod scale_down;
+mod state;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -9,43 +9,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::phase::{Phase, PhaseWord};
+use super::state::{Event, State, Told};
+pub(crate) use super::state::{Seen, Stale, Trust};
 use crate::bounded::BoundedMap;
 use crate::function::FunctionRef;
-use crate::util::{far_instant, lock, Backoff};
+use crate::util::{lock, Backoff};
 use crate::{FunctionId, IdlePolicy, ServiceQueryResponse};
-
-/// What a read or a push told a record.
-#[derive(Debug)]
-pub(crate) struct Seen {
-    pub(crate) trust: Trust,
-    /// The function was served from its last known state and this read ended that: for how
-    /// long.
-    pub(crate) recovered: Option<Duration>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Trust {
-    /// Ready, and believed.
-    Ready,
-    /// Not ready.
-    NotReady,
-    /// "Ready", but from before this scaler's scale-down: ignored.
-    Stale,
-}
-
-/// What a failed refresh of a function leaves its requests.
-#[derive(Debug)]
-pub(crate) enum Stale {
-    /// Serve them from the last known state; `began` on the first failure of an outage.
-    Serve {
-        state: ServiceQueryResponse,
-        began: bool,
-    },
-    /// The last known state is too old to serve (`first`: the first time this outage).
-    Expired { first: bool },
-    /// Not known warm: no stale state to serve.
-    Unknown,
-}
 
 /// `IdlePolicy` in one atomic word.
 const NEVER: u64 = 0;
@@ -88,28 +57,16 @@ pub(crate) struct Record {
     details: Mutex<Details>,
 }
 
-#[derive(Default)]
+/// What the record's lock guards: its state (the phase's own data), and what schedules its
+/// scale-ups and scale-downs across phases.
 struct Details {
-    /// `ScalingUp`: when the scale-up was sent.
-    asked_at: Option<Instant>,
+    state: State,
     /// When a scale-up of this scaler's last succeeded (not cleared by reads): a scale-up
     /// that never shows is sent again at most once per readiness deadline after it.
     written_at: Option<Instant>,
-    /// The last state read or pushed as ready, and when: what stale-if-error serves.
-    last_ready: Option<(ServiceQueryResponse, Instant)>,
-    outage: Option<Outage>,
     scale_down_failures: u32,
     /// No scale-down before (ms since `epoch`).
     scale_down_not_before: u64,
-}
-
-/// Refreshes of a warm function failing in a row.
-struct Outage {
-    since: Instant,
-    failures: u32,
-    /// Requests before this are served stale without a refresh.
-    retry_at: Instant,
-    expiry_logged: bool,
 }
 
 impl Record {
@@ -123,7 +80,12 @@ impl Record {
             policy: AtomicU64::new(NEVER),
             next_report: AtomicU64::new(0),
             report_failures: AtomicU32::new(0),
-            details: Mutex::new(Details::default()),
+            details: Mutex::new(Details {
+                state: State::Cold,
+                written_at: None,
+                scale_down_failures: 0,
+                scale_down_not_before: 0,
+            }),
         }
     }
 
@@ -135,8 +97,24 @@ impl Record {
         self.word.get()
     }
 
-    fn set_phase(&self, phase: Phase) {
-        self.word.set(phase);
+    /// Applies `event` to the record's state (its lock held: `details`), mirrors the new
+    /// phase in the phase word, and logs a move that cannot happen in that phase.
+    fn step(&self, details: &mut Details, event: Event<'_>) -> Told {
+        let state = std::mem::replace(&mut details.state, State::Cold);
+        let (next, told) = state.step(event);
+        let phase = next.phase();
+        details.state = next;
+        if self.word.get() != phase {
+            self.word.set(phase);
+        }
+        if matches!(told, Told::Ignored) {
+            tracing::debug!(
+                function = %self.id,
+                phase = ?phase,
+                "a move that cannot happen in phase {phase:?} was ignored"
+            );
+        }
+        told
     }
 
     pub(crate) fn policy(&self) -> IdlePolicy {
@@ -151,48 +129,23 @@ impl Record {
     // --- reads and pushes --------------------------------------------------------------------
 
     /// A state read from the provider or pushed by it at `now`: the latest idle policy
-    /// replaces the old one at once; "ready" moves the function to `Warm` unless it is from
-    /// before this scaler's scale-down; "not ready" with replicas wanted moves it to
-    /// `ScalingUp` (starting), and with none wanted to `Cold`, unless it is our own scale-up
-    /// not visible yet or a read from before our scale-down.
+    /// replaces the old one at once, and the state moves as [`State::step`] says.
     pub(crate) fn seen(&self, state: &ServiceQueryResponse, now: Instant) -> Seen {
         self.policy
             .store(encode(state.scale_to_zero), Ordering::Relaxed);
         let mut details = lock(&self.details);
-        let recovered = details.outage.take().map(|outage| now - outage.since);
-        let phase = self.phase();
-        let trust = if state.is_ready() {
-            if phase.distrusts_ready() {
-                Trust::Stale
-            } else {
-                if phase != Phase::Warm {
+        match self.step(&mut details, Event::Seen(state, now)) {
+            Told::Seen { seen, fresh } => {
+                if fresh {
                     // Ready just now (a scale-up, ours or another gateway's): its idle period
                     // starts afresh.
                     self.last_end
                         .fetch_max(ms_since(self.epoch), Ordering::AcqRel);
                 }
-                self.set_phase(Phase::Warm);
-                details.asked_at = None;
-                details.last_ready = Some((state.clone(), now));
-                Trust::Ready
+                seen
             }
-        } else {
-            match phase {
-                // Lagging reads from before our scale-down change nothing.
-                Phase::ScalingDown | Phase::ScaledDown => {}
-                // The platform wants replicas and has none ready yet: starting (our write
-                // has taken effect, if we sent one).
-                _ if state.desired_replicas > 0 => {
-                    self.set_phase(Phase::ScalingUp);
-                    details.asked_at = None;
-                }
-                // Our write is out and not visible yet: read-after-write lag.
-                Phase::ScalingUp if details.asked_at.is_some() => {}
-                _ => self.set_phase(Phase::Cold),
-            }
-            Trust::NotReady
-        };
-        Seen { trust, recovered }
+            _ => unreachable!("a read is always told what it showed"),
+        }
     }
 
     /// Whether "ready" would be believed now.
@@ -202,48 +155,23 @@ impl Record {
 
     // --- scale-up ----------------------------------------------------------------------------
 
-    /// This scaler's scale-up is being sent (from `Cold` or `ScaledDown`; a function that a
-    /// push made `Warm` meanwhile stays so): `ScalingUp` from now, so that a flight started
-    /// while the write is under way does not write again. Returns the phase before, for
+    /// This scaler's scale-up is being sent: `ScalingUp` from now (a function that a push
+    /// made `Warm` meanwhile stays so), so that a flight started while the write is under way
+    /// does not write again. Returns the phase before, for
     /// [`scale_up_failed`](Self::scale_up_failed).
     pub(crate) fn scale_up_sent(&self, now: Instant) -> Phase {
         let mut details = lock(&self.details);
-        let before = self.phase();
-        match before {
-            // Cold, ScaledDown → ScalingUp; ScalingUp (sent again) → ScalingUp, asked afresh.
-            Phase::Cold | Phase::ScaledDown | Phase::ScalingUp => {
-                self.set_phase(Phase::ScalingUp);
-                details.asked_at = Some(now);
-            }
-            // Warm: a push made it ready meanwhile; it stays so.
-            Phase::Warm => {}
-            // A scale-up is never sent while this scaler's scale-down is under way (the
-            // scale-down is the function's flight): ignored.
-            Phase::ScalingDown => self.ignored("a scale-up sent"),
+        match self.step(&mut details, Event::ScaleUpSent(now)) {
+            Told::Before(phase) => phase,
+            _ => details.state.phase(),
         }
-        before
-    }
-
-    /// A move that cannot happen in the phase the record is in: nothing changes, and it is
-    /// logged.
-    #[cold]
-    fn ignored(&self, event: &str) {
-        tracing::debug!(
-            function = %self.id,
-            phase = ?self.phase(),
-            "{event} ignored in phase {:?}",
-            self.phase()
-        );
     }
 
     /// The scale-up write failed: back to the phase before it (unless a read or a push moved
     /// the function on meanwhile).
     pub(crate) fn scale_up_failed(&self, before: Phase) {
         let mut details = lock(&self.details);
-        if self.phase() == Phase::ScalingUp {
-            self.set_phase(before);
-            details.asked_at = None;
-        }
+        self.step(&mut details, Event::ScaleUpFailed(before));
     }
 
     /// A scale-up of this scaler's succeeded at `now`.
@@ -258,11 +186,7 @@ impl Record {
 
     /// Whether this scaler sent a scale-up less than `within` ago that no read has shown yet.
     pub(crate) fn recently_asked(&self, now: Instant, within: Duration) -> bool {
-        let details = lock(&self.details);
-        self.phase() == Phase::ScalingUp
-            && details
-                .asked_at
-                .is_some_and(|at| now < far_instant(at, within))
+        lock(&self.details).state.recently_asked(now, within)
     }
 
     // --- scale-down --------------------------------------------------------------------------
@@ -298,42 +222,37 @@ impl Record {
     }
 
     /// `Warm` → `ScalingDown`, unless a request is in flight (then nothing changes and the
-    /// answer is `false`). From here on requests take the cold path.
+    /// answer is `false`). From here on requests take the cold path. The phase word's
+    /// handshake decides against requests entering at the same moment.
     pub(crate) fn begin_scale_down(&self) -> bool {
-        let _slow = lock(&self.details);
-        self.word.begin_scale_down()
+        let mut details = lock(&self.details);
+        if details.state.phase() != Phase::Warm || !self.word.begin_scale_down() {
+            return false;
+        }
+        self.step(&mut details, Event::ScaleDownBegan);
+        true
     }
 
     /// `ScalingDown` → `ScaledDown`: the platform scaled it to zero.
     pub(crate) fn scaled_down(&self) {
         let mut details = lock(&self.details);
-        if self.phase() != Phase::ScalingDown {
-            return self.ignored("a finished scale-down");
+        if let Told::Nothing = self.step(&mut details, Event::ScaleDownDone) {
+            details.scale_down_failures = 0;
         }
-        self.set_phase(Phase::ScaledDown);
-        details.scale_down_failures = 0;
-        details.last_ready = None;
-        details.outage = None;
     }
 
     /// `ScalingDown` → `ScaledDown`: the scale-down was cancelled mid-call, so it may have
     /// happened.
     pub(crate) fn scale_down_interrupted(&self) {
-        let _details = lock(&self.details);
-        if self.phase() == Phase::ScalingDown {
-            self.set_phase(Phase::ScaledDown);
-        } else {
-            self.ignored("a cancelled scale-down");
-        }
+        let mut details = lock(&self.details);
+        self.step(&mut details, Event::ScaleDownUncertain);
     }
 
     /// `ScalingDown` → `Warm`: the scale-down did not happen (refused or failed); no new
     /// attempt for `pause`. Returns the failed attempts in a row when `failed`.
     pub(crate) fn scale_down_abandoned(&self, pause: Duration, failed: bool) -> u32 {
         let mut details = lock(&self.details);
-        if self.phase() == Phase::ScalingDown {
-            self.set_phase(Phase::Warm);
-        }
+        self.step(&mut details, Event::ScaleDownRefused);
         if failed {
             details.scale_down_failures += 1;
         }
@@ -348,15 +267,9 @@ impl Record {
     /// forward to zero replicas); no new attempt for `pause`.
     pub(crate) fn scale_down_uncertain(&self, pause: Duration) {
         let mut details = lock(&self.details);
-        if self.phase() == Phase::ScalingDown {
-            self.set_phase(Phase::ScaledDown);
-        } else {
-            self.ignored("a timed-out scale-down");
-        }
+        self.step(&mut details, Event::ScaleDownUncertain);
         details.scale_down_failures += 1;
         details.scale_down_not_before = self.now_ms() + pause.as_millis() as u64;
-        details.last_ready = None;
-        details.outage = None;
     }
 
     /// No scale-down for `pause` (nothing else changes): another gateway served it recently,
@@ -375,11 +288,7 @@ impl Record {
     /// The last known ready state, if requests may be served from it without a refresh now:
     /// an outage is under way and its next refresh is not due yet.
     pub(crate) fn stale(&self, now: Instant, window: Duration) -> Option<ServiceQueryResponse> {
-        let details = lock(&self.details);
-        let outage = details.outage.as_ref()?;
-        let (state, at) = details.last_ready.as_ref()?;
-        (self.phase() == Phase::Warm && now < outage.retry_at && now < far_instant(*at, window))
-            .then(|| state.clone())
+        lock(&self.details).state.stale(now, window)
     }
 
     /// A refresh failed with a retryable error at `now`: whether its requests may be served
@@ -392,28 +301,44 @@ impl Record {
         backoff: &Backoff,
     ) -> Stale {
         let mut details = lock(&self.details);
-        let Some((state, at)) = details.last_ready.clone() else {
-            return Stale::Unknown;
+        let event = Event::RefreshFailed {
+            now,
+            window,
+            backoff,
         };
-        if self.phase() != Phase::Warm || window.is_zero() {
-            return Stale::Unknown;
+        match self.step(&mut details, event) {
+            Told::Stale(stale) => stale,
+            _ => Stale::Unknown,
         }
-        let outage = details.outage.get_or_insert(Outage {
-            since: now,
-            failures: 0,
-            retry_at: now,
-            expiry_logged: false,
-        });
-        if now >= far_instant(at, window) {
-            let first = !outage.expiry_logged;
-            outage.expiry_logged = true;
-            return Stale::Expired { first };
-        }
-        outage.failures += 1;
-        outage.retry_at = now + backoff.pause(outage.failures);
-        Stale::Serve {
-            state,
-            began: outage.failures == 1,
+    }
+
+    /// Puts the record in `phase` with typical data (for tests of the moves).
+    #[cfg(test)]
+    fn force(&self, phase: Phase) {
+        let ready = ServiceQueryResponse::new(1, 1);
+        let mut details = lock(&self.details);
+        details.state = State::Cold;
+        self.word.set(Phase::Cold);
+        let warm = |details: &mut Details| {
+            self.step(details, Event::Seen(&ready, Instant::now()));
+        };
+        match phase {
+            Phase::Cold => {}
+            Phase::ScalingUp => {
+                self.step(
+                    &mut details,
+                    Event::Seen(&ServiceQueryResponse::new(1, 0), Instant::now()),
+                );
+            }
+            Phase::Warm => warm(&mut details),
+            Phase::ScalingDown | Phase::ScaledDown => {
+                warm(&mut details);
+                drop(details);
+                assert!(self.begin_scale_down());
+                if phase == Phase::ScaledDown {
+                    self.scaled_down();
+                }
+            }
         }
     }
 
@@ -827,7 +752,7 @@ mod tests {
         for (before, after) in table {
             for ((name, event), expected) in events.iter().zip(after) {
                 let record = record();
-                record.set_phase(before);
+                record.force(before);
                 event(&record);
                 assert_eq!(
                     record.phase(),
