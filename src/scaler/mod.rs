@@ -44,7 +44,6 @@ pub use self::lifecycle::Phase;
 pub use self::notifier::ReadinessNotifier;
 use crate::activity::ActivityStore;
 use crate::cache::FunctionCacher;
-use crate::cache::TtlCache;
 use crate::function::FunctionRef;
 use crate::{FunctionId, ScaleError, ScalingConfig, ServiceQuery, ServiceQueryResponse};
 
@@ -108,7 +107,9 @@ impl ScalerBuilder {
         self
     }
 
-    /// Keeps replica states in `cache` instead of a [`TtlCache`] built from the config. The
+    /// Keeps replica states in `cache` (a [`TtlCache`](crate::cache::TtlCache), or one of the
+    /// user's) instead of the default, which keeps each function's state in the scaler's own
+    /// record of it (one entry per function: the warm path makes one look-up, not two). The
     /// config's `cache_ttl` and `cache_capacity` then do not apply to it: `cache` decides.
     pub fn cache(mut self, cache: impl FunctionCacher) -> Self {
         self.cache = Some(Arc::new(cache));
@@ -126,12 +127,9 @@ impl ScalerBuilder {
     /// The scaler.
     pub fn build(self) -> FunctionScaler {
         let config = self.config;
-        let cache = self.cache.unwrap_or_else(|| {
-            Arc::new(TtlCache::new(config.cache_ttl(), config.cache_capacity()))
-        });
         let lifecycle = Arc::new(Lifecycle::new(
             self.query,
-            cache,
+            self.cache,
             config,
             self.activity_store,
         ));
@@ -161,7 +159,8 @@ impl FunctionScaler {
         &self.owner.0
     }
 
-    /// A scaler over `query` with the default [`TtlCache`] sized by `config`.
+    /// A scaler over `query` with the default cache, sized by `config` (`cache_ttl`,
+    /// `cache_capacity`): each function's cached state lives in the scaler's record of it.
     pub fn new(query: impl ServiceQuery, config: ScalingConfig) -> Self {
         Self::builder(query).config(config).build()
     }

@@ -64,3 +64,34 @@ async fn requests_that_name_no_function_pass_through_untouched() {
     assert_eq!(h.provider.get_calls(), 0);
     assert_eq!(h.cache.len(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_cache_a_functions_cache_entry_is_its_record() {
+    use std::sync::Arc;
+    use tower_scale_from_zero::testing::{FakeFunction, InMemoryProvider};
+    use tower_scale_from_zero::{FunctionId, FunctionScaler, ScalingConfig};
+
+    let provider = Arc::new(InMemoryProvider::new());
+    let scaler = FunctionScaler::new(provider.clone(), ScalingConfig::default());
+    for name in ["a", "b", "c"] {
+        let id = FunctionId::new(name, "fn").unwrap();
+        provider.add_function(&id, FakeFunction::new().running(1));
+        scaler.scale(&id).await.unwrap();
+    }
+    // One entry per function: the cache counts the records.
+    assert_eq!(
+        scaler.cache().entry_count(),
+        Some(scaler.stats().functions())
+    );
+    assert_eq!(scaler.stats().functions(), 3);
+    let a = FunctionId::new("a", "fn").unwrap();
+    assert!(scaler.stats().function(&a).warm);
+    // Fresh for the TTL (250 ms), then a miss that one read refreshes.
+    let reads = provider.get_calls();
+    scaler.scale(&a).await.unwrap();
+    assert_eq!(provider.get_calls(), reads, "served from the cache");
+    tokio::time::advance(std::time::Duration::from_millis(250)).await;
+    assert!(!scaler.stats().function(&a).warm, "expired");
+    scaler.scale(&a).await.unwrap();
+    assert_eq!(provider.get_calls(), reads + 1);
+}

@@ -69,6 +69,7 @@
 mod cold_start;
 mod phase;
 mod record;
+mod record_cache;
 pub(crate) mod requests;
 mod scale_down;
 mod state;
@@ -81,6 +82,7 @@ use tokio::time::Instant;
 
 pub use self::phase::Phase;
 pub(crate) use self::record::{ActivityGuard, Record, Records, Trust};
+pub(crate) use self::record_cache::RecordCache;
 use self::scale_down::Reaper;
 use super::flight::{FlightState, Outcome, Ready};
 use super::provider_calls::ProviderCalls;
@@ -98,8 +100,11 @@ pub(crate) struct Lifecycle {
     pub(crate) query: Arc<dyn ServiceQuery>,
     /// Fresh replica states: the warm path's question.
     pub(crate) cache: Arc<dyn FunctionCacher>,
+    /// The default cache, when no cache of the user's was given (`cache` is it, too): the
+    /// warm path asks it directly.
+    pub(crate) own_cache: Option<Arc<RecordCache>>,
     /// Functions the provider confirmed.
-    pub(crate) records: Records,
+    pub(crate) records: Arc<Records>,
     /// Functions the provider said do not exist, remembered briefly.
     gone: TtlMap<()>,
     /// One flight per function at a time.
@@ -118,16 +123,31 @@ pub(crate) struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// Without a `cache` of the user's, the default one lives in the records
+    /// ([`RecordCache`]).
     pub(crate) fn new(
         query: Arc<dyn ServiceQuery>,
-        cache: Arc<dyn FunctionCacher>,
+        cache: Option<Arc<dyn FunctionCacher>>,
         config: ScalingConfig,
         activity_store: Option<Arc<dyn ActivityStore>>,
     ) -> Self {
+        let records = Arc::new(Records::new(config.cache_capacity().max(1_000)));
+        let (cache, own_cache): (Arc<dyn FunctionCacher>, _) = match cache {
+            Some(cache) => (cache, None),
+            None => {
+                let own = Arc::new(RecordCache::new(
+                    Arc::clone(&records),
+                    config.cache_ttl(),
+                    config.cache_capacity(),
+                ));
+                (Arc::clone(&own) as Arc<dyn FunctionCacher>, Some(own))
+            }
+        };
         Self {
             query,
             cache,
-            records: Records::new(config.cache_capacity().max(1_000)),
+            own_cache,
+            records,
             gone: TtlMap::new(config.not_found_ttl(), config.not_found_capacity()),
             flights: SingleFlight::new(),
             holding: Holding::new(config.clone()),

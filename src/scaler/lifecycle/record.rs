@@ -54,6 +54,10 @@ pub(crate) struct Record {
     /// `epoch`); `REPORTING` while a record is under way.
     next_report: AtomicU64,
     report_failures: AtomicU32,
+    /// With the default cache, the function's cached state lives here (one entry per
+    /// function): until when it is fresh (ns since `epoch`) shifted left by one, and whether it
+    /// is ready in the low bit; 0 when nothing is cached. The state itself is in `details`.
+    cached: AtomicU64,
     details: Mutex<Details>,
 }
 
@@ -67,6 +71,8 @@ struct Details {
     scale_down_failures: u32,
     /// No scale-down before (ms since `epoch`).
     scale_down_not_before: u64,
+    /// With the default cache, the state cached (see `Record::cached`).
+    cached: Option<ServiceQueryResponse>,
 }
 
 impl Record {
@@ -80,11 +86,13 @@ impl Record {
             policy: AtomicU64::new(NEVER),
             next_report: AtomicU64::new(0),
             report_failures: AtomicU32::new(0),
+            cached: AtomicU64::new(0),
             details: Mutex::new(Details {
                 state: State::Cold,
                 written_at: None,
                 scale_down_failures: 0,
                 scale_down_not_before: 0,
+                cached: None,
             }),
         }
     }
@@ -340,6 +348,54 @@ impl Record {
                 }
             }
         }
+    }
+
+    // --- the default cache's entry ------------------------------------------------------------
+
+    /// Caches `state` for `ttl` (the default cache: see [`RecordCache`](super::RecordCache)).
+    pub(crate) fn cache_set(&self, state: &ServiceQueryResponse, ttl: Duration) {
+        let until = self
+            .now_ns()
+            .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+            .min(u64::MAX >> 1);
+        lock(&self.details).cached = Some(state.clone());
+        self.cached.store(
+            (until << 1) | u64::from(state.is_ready()),
+            Ordering::Release,
+        );
+    }
+
+    /// Forgets the cached state.
+    pub(crate) fn cache_clear(&self) {
+        self.cached.store(0, Ordering::Release);
+    }
+
+    /// Whether a fresh, ready state is cached: the warm path's question, one load and a clock
+    /// read.
+    #[inline]
+    pub(crate) fn cached_ready(&self) -> bool {
+        let word = self.cached.load(Ordering::Acquire);
+        word & 1 == 1 && self.now_ns() < word >> 1
+    }
+
+    /// Nanoseconds on this record's clock (whole: no 128-bit arithmetic on the warm path;
+    /// saturates after centuries).
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        let since = Instant::now().saturating_duration_since(self.epoch);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
+    }
+
+    /// The cached state, if it is fresh.
+    pub(crate) fn cached(&self) -> Option<ServiceQueryResponse> {
+        let word = self.cached.load(Ordering::Acquire);
+        if word == 0 || self.now_ns() >= word >> 1 {
+            return None;
+        }
+        lock(&self.details).cached.clone()
     }
 
     // --- activity ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{ActivityGuard, Lifecycle, Record};
+use super::{ActivityGuard, Lifecycle, Record, RecordCache};
 use crate::function::FunctionRef;
 use crate::scaler::place::HoldPlace;
 use crate::scaler::waiter::{Waited, Waiter};
@@ -53,6 +53,9 @@ impl Lifecycle {
     /// counted in flight (unless the function is being scaled down).
     #[inline]
     pub(crate) fn warm(self: &Arc<Self>, function: FunctionRef<'_>) -> Warm {
+        if let Some(cache) = &self.own_cache {
+            return self.warm_in_records(cache, function);
+        }
         if !self.tracking {
             return if self.cache.is_ready(function) {
                 Warm::Untracked
@@ -61,6 +64,36 @@ impl Lifecycle {
             };
         }
         self.warm_tracked(function)
+    }
+
+    /// The warm path with the default cache: the function's cache entry is its record, so one
+    /// look-up answers both whether it is warm and (scale to zero on) its place in flight.
+    #[inline]
+    fn warm_in_records(self: &Arc<Self>, cache: &RecordCache, function: FunctionRef<'_>) -> Warm {
+        if !self.tracking {
+            return if cache.ready(function) {
+                Warm::Untracked
+            } else {
+                Warm::No
+            };
+        }
+        self.warm_tracked_in_records(function)
+    }
+
+    /// Every tracked warm request with the default cache passes here (not inlined, so that
+    /// the untracked warm path stays small).
+    #[inline(never)]
+    fn warm_tracked_in_records(self: &Arc<Self>, function: FunctionRef<'_>) -> Warm {
+        let entered = self.records.with(function, |record| {
+            record.cached_ready().then(|| record.enter())
+        });
+        match entered {
+            Some(Some(entered)) => match self.entered(entered, function) {
+                Some(guard) => Warm::Tracked(guard),
+                None => Warm::No,
+            },
+            _ => Warm::No,
+        }
     }
 
     /// Every tracked warm request passes here: lookups and atomics only. Not inlined, so that
