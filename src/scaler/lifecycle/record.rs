@@ -358,7 +358,10 @@ impl Record {
             .now_ns()
             .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
             .min(u64::MAX >> 1);
-        lock(&self.details).cached = Some(state.clone());
+        // The word is stored under the lock too: two sets that race leave the word and the
+        // state of the same one.
+        let mut details = lock(&self.details);
+        details.cached = Some(state.clone());
         self.cached.store(
             (until << 1) | u64::from(state.is_ready()),
             Ordering::Release,
@@ -817,5 +820,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_outlives_a_refused_scale_down() {
+        let record = record();
+        let window = Duration::from_secs(300);
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let start = Instant::now();
+        record.seen(&ServiceQueryResponse::new(1, 1), start);
+        let Stale::Serve { began: true, .. } = record.refresh_failed(start, window, &backoff)
+        else {
+            panic!("served stale");
+        };
+        assert!(record.begin_scale_down());
+        record.scale_down_abandoned(Duration::from_secs(1), true);
+        assert_eq!(record.phase(), Phase::Warm);
+        assert!(record.stale(start, window).is_some(), "still in its outage");
+        let Stale::Serve { began: false, .. } =
+            record.refresh_failed(start + Duration::from_secs(3), window, &backoff)
+        else {
+            panic!("the same outage goes on (no second warning)");
+        };
     }
 }

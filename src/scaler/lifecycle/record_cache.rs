@@ -40,9 +40,8 @@ impl RecordCache {
 
 impl FunctionCacher for RecordCache {
     fn get(&self, function: FunctionRef<'_>) -> Option<ServiceQueryResponse> {
-        self.records
-            .with(function, |record| record.cached())
-            .flatten()
+        // The record's lock is taken outside the map's.
+        self.records.get(function)?.cached()
     }
 
     fn is_ready(&self, function: FunctionRef<'_>) -> bool {

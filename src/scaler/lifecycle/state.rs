@@ -27,7 +27,10 @@ pub(super) enum State {
     },
     /// This scaler's scale-down is under way; what was confirmed before it, should the
     /// platform refuse.
-    ScalingDown { confirmed: Confirmed },
+    ScalingDown {
+        confirmed: Confirmed,
+        outage: Option<Outage>,
+    },
     /// This scaler scaled it down, or may have: "ready" is not trusted until its next
     /// scale-up is sent.
     ScaledDown,
@@ -161,6 +164,10 @@ impl State {
             State::Warm {
                 outage: Some(outage),
                 ..
+            }
+            | State::ScalingDown {
+                outage: Some(outage),
+                ..
             } => Some(outage.since),
             _ => None,
         }
@@ -179,13 +186,22 @@ impl State {
             // --- reads and pushes ---------------------------------------------------------
             // ScalingDown | ScaledDown => unchanged: whatever a read says now is from before
             // this scaler's scale-down; a "ready" is not believed.
-            (state @ (ScalingDown { .. } | ScaledDown), Seen(read, _)) => {
+            // (An answer ends the outage the function was in.)
+            (state @ (ScalingDown { .. } | ScaledDown), Seen(read, now)) => {
                 let trust = if read.is_ready() {
                     Trust::Stale
                 } else {
                     Trust::NotReady
                 };
-                (state, seen(trust, None, false))
+                let recovered = state.outage_since().map(|since| now - since);
+                let state = match state {
+                    ScalingDown { confirmed, .. } => ScalingDown {
+                        confirmed,
+                        outage: None,
+                    },
+                    state => state,
+                };
+                (state, seen(trust, recovered, false))
             }
             // Cold | ScalingUp | Warm => Warm: ready, and believed. It ends an outage; from
             // another phase it is a scale-up that took (ours or someone else's).
@@ -252,7 +268,9 @@ impl State {
 
             // --- scale-down ---------------------------------------------------------------
             // Warm => ScalingDown: idle, nothing in flight; requests take the cold path.
-            (Warm { confirmed, .. }, ScaleDownBegan) => (ScalingDown { confirmed }, Told::Nothing),
+            (Warm { confirmed, outage }, ScaleDownBegan) => {
+                (ScalingDown { confirmed, outage }, Told::Nothing)
+            }
             (state, ScaleDownBegan) => (state, Told::Ignored),
             // ScalingDown => ScaledDown: the platform scaled it down.
             (ScalingDown { .. }, ScaleDownDone) => (ScaledDown, Told::Nothing),
@@ -261,14 +279,11 @@ impl State {
             // served stale from before.
             (ScalingDown { .. }, ScaleDownUncertain) => (ScaledDown, Told::Nothing),
             (state, ScaleDownDone | ScaleDownUncertain) => (state, Told::Ignored),
-            // ScalingDown => Warm, on what was confirmed before: refused, or the call failed.
-            (ScalingDown { confirmed }, ScaleDownRefused) => (
-                Warm {
-                    confirmed,
-                    outage: None,
-                },
-                Told::Nothing,
-            ),
+            // ScalingDown => Warm, on what was confirmed before and in the outage it was in:
+            // refused, or the call failed.
+            (ScalingDown { confirmed, outage }, ScaleDownRefused) => {
+                (Warm { confirmed, outage }, Told::Nothing)
+            }
             // anything else => unchanged: refused before it began (another gateway's activity,
             // a failing store).
             (state, ScaleDownRefused) => (state, Told::Nothing),
