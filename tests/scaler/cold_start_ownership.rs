@@ -6,10 +6,9 @@
 use crate::support::harness as common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{id, ms, Harness};
+use common::{id, ms, secs, settle, Harness};
 use tokio::time::Instant;
 use tower_scale_from_zero::scaler::Phase;
 use tower_scale_from_zero::testing::{FakeFunction, Fault, InMemoryProvider};
@@ -17,17 +16,6 @@ use tower_scale_from_zero::{
     FunctionId, FunctionScaler, IdlePolicy, QueryError, ScalingConfig, ServiceQuery,
     ServiceQueryResponse,
 };
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-/// Lets spawned tasks run without moving paused time.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_cold_start_runs_to_its_end_when_its_only_request_leaves_before_the_first_read() {

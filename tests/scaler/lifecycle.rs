@@ -9,23 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{id, ms, Harness, NS};
+use common::{id, ms, secs, settle, Harness, NS};
 use tower_scale_from_zero::activity::ActivityStore;
 use tower_scale_from_zero::testing::{FakeFunction, Fault, InMemoryProvider};
 use tower_scale_from_zero::{
     FunctionId, FunctionScaler, IdlePolicy, QueryError, ScalingConfig, ServiceQueryResponse,
 };
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-/// Lets spawned tasks run without moving paused time.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_push_releases_held_requests_within_1ms_while_the_flight_waits_on_a_slow_provider_call() {

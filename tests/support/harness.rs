@@ -123,6 +123,17 @@ pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Lets spawned tasks run without moving paused time.
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// A runtime of its own, on paused time: for tests that run several, or shut one down.
 pub fn paused_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
