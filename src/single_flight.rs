@@ -202,13 +202,7 @@ where
         F: FnOnce(FlightContext<K, V, S>, KeepAlive<K, V, S>) -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let work = |context, keep_alive: Option<KeepAlive<K, V, S>>| {
-            work(
-                context,
-                keep_alive.expect("an owned flight starts kept alive"),
-            )
-        };
-        match self.join_or_start(key, max_callers, work, true, true)? {
+        match self.join_or_start(key, max_callers, kept(work), true, true)? {
             Started::Caller(flight) => Ok(flight),
             Started::Detached | Started::Busy => unreachable!("a caller always gets a flight"),
         }
@@ -223,14 +217,8 @@ where
         F: FnOnce(FlightContext<K, V, S>, KeepAlive<K, V, S>) -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let work = |context, keep_alive: Option<KeepAlive<K, V, S>>| {
-            work(
-                context,
-                keep_alive.expect("a detached flight starts kept alive"),
-            )
-        };
         matches!(
-            self.join_or_start(key, 0, work, false, true),
+            self.join_or_start(key, 0, kept(work), false, true),
             Ok(Started::Detached)
         )
     }
@@ -582,6 +570,25 @@ impl<K: Hash + Eq, V, S> Drop for Caller<K, V, S> {
         if !self.finished {
             release(&self.inner, &self.key, self.id, |slot| slot.callers -= 1);
         }
+    }
+}
+
+/// The keep-alive `join_or_start` hands a computation: `Some` for a flight that starts kept.
+type MaybeKept<K, V, S> = Option<KeepAlive<K, V, S>>;
+
+/// `work`, for a flight that starts kept alive (`join_or_start` with `kept`): it is always
+/// handed its [`KeepAlive`].
+fn kept<K: Hash + Eq, V, S, F, Fut>(
+    work: F,
+) -> impl FnOnce(FlightContext<K, V, S>, MaybeKept<K, V, S>) -> Fut
+where
+    F: FnOnce(FlightContext<K, V, S>, KeepAlive<K, V, S>) -> Fut,
+{
+    |context, keep_alive| {
+        work(
+            context,
+            keep_alive.expect("a kept flight starts kept alive"),
+        )
     }
 }
 

@@ -187,9 +187,18 @@ impl Lifecycle {
             );
         }
         if seen.trust == Trust::Ready {
-            self.cache.set(function, state.clone());
+            self.cache_set(&record, state);
         }
         (record, seen.trust)
+    }
+
+    /// Caches `state` for the function of `record`: with the default cache, in the record in
+    /// hand (no second look-up, no copy handed over); otherwise through the user's cache.
+    fn cache_set(&self, record: &Record, state: &ServiceQueryResponse) {
+        match &self.own_cache {
+            Some(cache) => cache.set_in(record, state),
+            None => self.cache.set(record.id(), state.clone()),
+        }
     }
 
     /// See [`FunctionScaler::id_of`](crate::FunctionScaler::id_of).
@@ -226,7 +235,7 @@ impl Lifecycle {
         if seen.trust == Trust::Stale {
             return;
         }
-        self.cache.set(function, state.clone());
+        self.cache_set(&record, &state);
         if seen.trust == Trust::Ready {
             if let Some(flight) = self.flights.state(function) {
                 flight.confirmed(function);

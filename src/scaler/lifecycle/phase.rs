@@ -153,17 +153,29 @@ mod loom_tests {
         }
     }
 
+    /// A warm function's word, and the flags the requests and the scale-down raise.
+    fn warm() -> (Arc<PhaseWord>, Arc<AtomicBool>, Arc<AtomicBool>) {
+        (
+            Arc::new(PhaseWord::new(Phase::Warm)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    fn spawn_request(
+        word: &Arc<PhaseWord>,
+        inside: &Arc<AtomicBool>,
+        scaling: &Arc<AtomicBool>,
+    ) -> loom::thread::JoinHandle<()> {
+        let (word, inside, scaling) = (Arc::clone(word), Arc::clone(inside), Arc::clone(scaling));
+        loom::thread::spawn(move || request(&word, &inside, &scaling))
+    }
+
     #[test]
     fn a_request_and_a_scale_down_never_both_proceed() {
         loom::model(|| {
-            let word = Arc::new(PhaseWord::new(Phase::Warm));
-            let inside = Arc::new(AtomicBool::new(false));
-            let scaling = Arc::new(AtomicBool::new(false));
-            let requester = {
-                let (word, inside, scaling) =
-                    (Arc::clone(&word), Arc::clone(&inside), Arc::clone(&scaling));
-                loom::thread::spawn(move || request(&word, &inside, &scaling))
-            };
+            let (word, inside, scaling) = warm();
+            let requester = spawn_request(&word, &inside, &scaling);
             if word.begin_scale_down() {
                 scaling.store(true, Ordering::SeqCst);
                 assert!(
@@ -180,15 +192,9 @@ mod loom_tests {
     #[test]
     fn two_requests_hold_off_a_scale_down_and_leave_the_word_as_it_was() {
         loom::model(|| {
-            let word = Arc::new(PhaseWord::new(Phase::Warm));
-            let inside = Arc::new(AtomicBool::new(false));
-            let scaling = Arc::new(AtomicBool::new(false));
+            let (word, inside, scaling) = warm();
             let requesters: Vec<_> = (0..2)
-                .map(|_| {
-                    let (word, inside, scaling) =
-                        (Arc::clone(&word), Arc::clone(&inside), Arc::clone(&scaling));
-                    loom::thread::spawn(move || request(&word, &inside, &scaling))
-                })
+                .map(|_| spawn_request(&word, &inside, &scaling))
                 .collect();
             let scaled = word.begin_scale_down();
             if scaled {

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Records;
+use super::{Record, Records};
 use crate::cache::FunctionCacher;
 use crate::function::FunctionRef;
 use crate::{FunctionId, ServiceQueryResponse};
@@ -26,6 +26,13 @@ impl RecordCache {
             records,
             ttl,
             on: !ttl.is_zero() && capacity > 0,
+        }
+    }
+
+    /// Caches `state` in `record` (the scaler's own sets: the record is in hand).
+    pub(crate) fn set_in(&self, record: &Record, state: &ServiceQueryResponse) {
+        if self.on {
+            record.cache_set(state, self.ttl);
         }
     }
 
@@ -52,11 +59,13 @@ impl FunctionCacher for RecordCache {
         if !self.on {
             return;
         }
-        // The scaler sets only states it confirmed: the record exists already (made just
+        // Only a user's own sets come here (the scaler's go to `set_in`); the scaler sets only
+        // states it confirmed: the record exists already (made just
         // before); one made here is made as the scaler's own would be.
-        self.records
-            .get_or_insert(function, |record| record.in_flight() == 0)
-            .cache_set(&state, self.ttl);
+        let record = self
+            .records
+            .get_or_insert(function, |record| record.in_flight() == 0);
+        self.set_in(&record, &state);
     }
 
     fn invalidate(&self, function: FunctionRef<'_>) {
